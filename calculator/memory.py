@@ -15,14 +15,14 @@ Which tensors a format touches (the policy real checkpoints follow):
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from calculator.formats import Family, Format, get_format
-from calculator.models import ModelSpec
+from calculator.models import EMBEDDING_ROLES, ModelSpec
 
-_EMBEDDING_ROLES = {"token_embd", "position_embd", "output"}
 _KEEP_EMBEDDINGS_FP16 = {Family.GPTQ, Family.AWQ, Family.BNB}
 
 
@@ -43,8 +43,22 @@ class WeightMemory:
     format: str
     total_bytes: int
     total_params: int
-    tensors: tuple[TensorMemory, ...]
     source: str
+    tensor_rows: tuple[TensorMemory, ...] | None = field(default=None, repr=False)
+    class_formats: dict[str, Format] | None = field(default=None, repr=False, compare=False)
+    spec: ModelSpec | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def tensors(self) -> tuple[TensorMemory, ...]:
+        """Every tensor with its format and bytes (built on first use: sweeps only need totals)."""
+        if self.tensor_rows is not None:
+            return self.tensor_rows
+        rows = []
+        for t in self.spec.tensors:
+            kind = "vector" if not t.is_matrix else "embedding" if t.role in EMBEDDING_ROLES else "matrix"
+            fmt = self.class_formats[kind]
+            rows.append(TensorMemory(t.name, t.shape, fmt.name, _tensor_bytes(fmt, t.shape)))
+        return tuple(rows)
 
     @property
     def bits_per_weight(self) -> Fraction:
@@ -106,8 +120,8 @@ def weight_memory(
         fmt_obj = fmt if isinstance(fmt, Format) else get_format(fmt)
         total = fmt_obj.params_bytes(spec_or_params)
         tensor = TensorMemory("params", (spec_or_params,), fmt_obj.name, total)
-        return WeightMemory(f"{spec_or_params:,} params", fmt_obj.name, total, spec_or_params, (tensor,),
-                            f"params x {fmt_obj.bits_per_weight()} bits / 8 ({fmt_obj.source})")
+        return WeightMemory(f"{spec_or_params:,} params", fmt_obj.name, total, spec_or_params,
+                            f"params x {fmt_obj.bits_per_weight()} bits / 8 ({fmt_obj.source})", (tensor,))
     spec = spec_or_params
     if spec.arch == "params-only":
         return weight_memory(spec.total_params, fmt, quantize_embeddings=quantize_embeddings)
@@ -118,29 +132,31 @@ def weight_memory(
         shapes = {t.name: t.shape for t in spec.tensors}
         tensors = tuple(TensorMemory(name, shapes[name], type_name, n_bytes)
                         for name, type_name, n_bytes in gf.tensor_types)
-        return WeightMemory(spec.name, gf.file_type, gf.tensor_data_bytes, spec.total_params, tensors, gf.source)
+        return WeightMemory(spec.name, gf.file_type, gf.tensor_data_bytes, spec.total_params, gf.source, tensors)
 
     fmt_obj = fmt if isinstance(fmt, Format) else get_format(fmt)
     if quantize_embeddings is None:
         quantize_embeddings = fmt_obj.family not in _KEEP_EMBEDDINGS_FP16
     gguf = fmt_obj.family is Family.GGUF
-    side = get_format("F32" if gguf or fmt_obj.name == "fp32" else "fp16")
-    embed = fmt_obj if quantize_embeddings else get_format("fp16")
-    rows = []
-    for t in spec.tensors:
-        if not t.is_matrix:
-            chosen = side
-        elif t.role in _EMBEDDING_ROLES:
-            chosen = embed
-        else:
-            chosen = fmt_obj
+    classes = {
+        "vector": get_format("F32" if gguf or fmt_obj.name == "fp32" else "fp16"),
+        "embedding": fmt_obj if quantize_embeddings else get_format("fp16"),
+        "matrix": fmt_obj,
+    }
+    total = 0
+    for kind, shape, count in spec.shape_classes:
         try:
-            n_bytes = chosen.tensor_bytes(t.shape)
+            total += count * _tensor_bytes(classes[kind], shape)
         except ValueError as err:
-            raise ValueError(f"{spec.name}: tensor {t.name} {t.shape}: {err}") from None
-        rows.append(TensorMemory(t.name, t.shape, chosen.name, n_bytes))
-    total = sum(r.bytes for r in rows)
-    return WeightMemory(spec.name, fmt_obj.name, total, spec.total_params, tuple(rows), fmt_obj.source)
+            name = next(t.name for t in spec.tensors if t.shape == shape)
+            raise ValueError(f"{spec.name}: tensor {name} {shape}: {err}") from None
+    return WeightMemory(spec.name, fmt_obj.name, total, spec.total_params, fmt_obj.source,
+                        class_formats=classes, spec=spec)
+
+
+@functools.lru_cache(maxsize=65536)
+def _tensor_bytes(fmt: Format, shape: tuple[int, ...]) -> int:
+    return fmt.tensor_bytes(shape)
 
 
 def all_weight_memory(spec_or_params: ModelSpec | int, formats: list[str]) -> list[WeightMemory | ValueError]:

@@ -29,6 +29,10 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PRESETS_DIR = ASSETS / "presets"
 
 
+EMBEDDING_ROLES = frozenset({"token_embd", "position_embd", "output"})
+"""Tensor roles that GPTQ/AWQ/bitsandbytes checkpoints keep in fp16."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One stored tensor: GGUF-style name, PyTorch shape, and its layer index (None outside blocks)."""
@@ -106,6 +110,16 @@ class ModelSpec:
     @property
     def uses_mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    @functools.cached_property
+    def shape_classes(self) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+        """(class, shape, count) with class "vector" (1-D), "embedding" (token/position embedding,
+        lm_head) or "matrix": what ``memory.weight_memory`` needs, so a format costs one size per shape."""
+        counts: dict[tuple[str, tuple[int, ...]], int] = {}
+        for t in self.tensors:
+            kind = "vector" if not t.is_matrix else "embedding" if t.role in EMBEDDING_ROLES else "matrix"
+            counts[kind, t.shape] = counts.get((kind, t.shape), 0) + 1
+        return tuple((kind, shape, n) for (kind, shape), n in counts.items())
 
     def layer_tensors(self, layer: int) -> Iterator[TensorSpec]:
         return (t for t in self.tensors if t.layer == layer)

@@ -50,7 +50,7 @@ def test_weights_with_model_and_file_type(capsys):
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["weights", "--params", "-70B", "--format", "fp16"], "must be positive"),
+    [(["weights", "--params=-70B", "--format", "fp16"], "must be positive"),
      (["weights", "--params", "nan", "--format", "fp16"], "is not a number"),
      (["weights", "--params", "0", "--format", "fp16"], "must be positive"),
      (["weights", "--params", "70B", "--format", "int5"], "unknown format 'int5'"),
