@@ -97,7 +97,11 @@ class Format:
     """What the stored bytes hold, for the Formats page ("4-bit codes + fp16 scale per 32")."""
 
     def bits_per_weight(self, shape: tuple[int, ...] | None = None) -> Fraction:
-        """Exact storage bits per weight; nominal (large divisible tensor) when ``shape`` is None."""
+        """Exact storage bits per weight; nominal (large divisible tensor) when ``shape`` is None.
+
+        Per-channel formats (``group_size == 0``) have no nominal row length: their nominal figure is
+        the code bits alone (the per-row scale adds 16/row_length, 0.004 bits for a 4096-wide row).
+        """
         if shape is None:
             if self.block_size is not None:
                 return Fraction(self.block_bytes * 8, self.block_size)

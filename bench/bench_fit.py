@@ -1,0 +1,90 @@
+"""Time a full sweep: every preset x a set of formats x every catalogue GPU through ``calculator.fit.fit``.
+
+Run: ``.venv/bin/python bench/bench_fit.py`` (``--formats`` to change the list, ``--no-max-context`` to
+skip the per-combination max-context search). Weight bytes per (model, format) are computed once
+(``calculator.memory.weight_memory``, GGUF recipes replayed tensor by tensor) and timed separately, as
+they are the lead's code and the app caches them; the fit logic itself is then timed over the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from calculator.fit import _weight_facts, fit  # noqa: E402
+from calculator.hardware import catalogue  # noqa: E402
+from calculator.models import list_presets, load_preset  # noqa: E402
+
+DEFAULT_FORMATS = (
+    "fp16",
+    "bf16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_0",
+    "IQ4_XS",
+    "Q3_K_M",
+    "Q3_K_S",
+    "Q2_K",
+    "IQ2_XS",
+    "int8-ch",
+    "int4-g128",
+    "gptq-4b-g128",
+    "awq-4b-g128",
+    "nf4",
+    "fp8_e4m3",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS))
+    parser.add_argument("--context", type=int, default=8192)
+    parser.add_argument("--no-max-context", action="store_true")
+    args = parser.parse_args()
+    formats = [f for f in args.formats.split(",") if f]
+
+    t0 = time.perf_counter()
+    specs = [load_preset(name) for name in list_presets()]
+    t1 = time.perf_counter()
+    pairs = []
+    for spec in specs:
+        for fmt in formats:
+            try:
+                _weight_facts(spec, fmt)
+                pairs.append((spec, fmt))
+            except ValueError:
+                pass  # e.g. a block format whose block does not divide this model's rows
+    t2 = time.perf_counter()
+    gpus = catalogue()
+    verdicts: Counter[str] = Counter()
+    for spec, fmt in pairs:
+        for gpu in gpus:
+            result = fit(spec, fmt, gpu, args.context, with_max_context=not args.no_max_context)
+            verdicts[result.verdict.value] += 1
+    t3 = time.perf_counter()
+    n = len(pairs) * len(gpus)
+    print(
+        f"presets: {len(specs)}  formats: {len(formats)}  (model, format) pairs: {len(pairs)}  "
+        f"GPUs: {len(gpus)}"
+    )
+    print(f"load presets:                  {t1 - t0:8.3f} s")
+    print(f"weight bytes (once per pair):  {t2 - t1:8.3f} s")
+    print(
+        f"fit verdicts ({n:,} combos, context {args.context}, max-context search "
+        f"{'off' if args.no_max_context else 'on'}): {t3 - t2:8.3f} s = {1e6 * (t3 - t2) / n:.1f} us each"
+    )
+    print(f"full sweep:                    {t3 - t0:8.3f} s")
+    print("verdicts:", dict(verdicts))
+
+
+if __name__ == "__main__":
+    main()
