@@ -125,6 +125,13 @@ def weight_memory(
     spec = spec_or_params
     if spec.arch == "params-only":
         return weight_memory(spec.total_params, fmt, quantize_embeddings=quantize_embeddings)
+    key = ("weight_memory", fmt, quantize_embeddings)
+    if key not in spec.memo:  # specs are immutable: sweeps over formats x presets reuse answers
+        spec.memo[key] = _spec_weight_memory(spec, fmt, quantize_embeddings)
+    return spec.memo[key]
+
+
+def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings: bool | None) -> WeightMemory:
     if isinstance(fmt, str) and _is_file_type(fmt):
         from calculator.gguf_recipes import gguf_file
 

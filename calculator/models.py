@@ -112,6 +112,11 @@ class ModelSpec:
         return self.kv_lora_rank > 0
 
     @functools.cached_property
+    def memo(self) -> dict:
+        """Per-spec memo for derived results (a spec is immutable): ``weight_memory`` keeps its answers here."""
+        return {}
+
+    @functools.cached_property
     def shape_classes(self) -> tuple[tuple[str, tuple[int, ...], int], ...]:
         """(class, shape, count) with class "vector" (1-D), "embedding" (token/position embedding,
         lm_head) or "matrix": what ``memory.weight_memory`` needs, so a format costs one size per shape."""
