@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from calculator.formats import Family, Format, get_format
+from calculator.formats import FORMATS, Family, Format, get_format
 from calculator.models import EMBEDDING_ROLES, ModelSpec
 
 _KEEP_EMBEDDINGS_FP16 = {Family.GPTQ, Family.AWQ, Family.BNB}
@@ -96,9 +96,16 @@ class WeightMemory:
 
 
 def _is_file_type(name: str) -> bool:
+    """GGUF file types are written as llama.cpp spells them (Q4_K_M, BF16). Our own format names win
+    where they collide case-insensitively (``bf16``, ``nvfp4``, ``mxfp4`` are single formats), except the
+    GGUF tensor-type names (``Q4_0``, ``Q8_0``, ``BF16``), which name both a type and a file type: with a
+    model's tensor list, those mean the file type (llama-quantize's recipe)."""
     from calculator.gguf_recipes import FILE_TYPES
 
-    return name.strip().upper() in FILE_TYPES
+    name = name.strip()
+    if name in FORMATS and FORMATS[name].family is not Family.GGUF:
+        return False
+    return name.upper() in FILE_TYPES
 
 
 def weight_memory(
