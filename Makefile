@@ -44,10 +44,16 @@ test-all: setup-test
 	$(PY) -m pytest -m ""
 
 lint: setup-test
-	$(PY) -m ruff check calculator evaluation app.py app_pages tests bench
+	$(PY) -m ruff check calculator evaluation app.py app_pages tests bench scripts
 
 bench: setup
 	$(PY) bench/bench_calculator.py
+	$(PY) bench/bench_fit.py
+	$(PY) bench/bench_app.py
+	$(PY) bench/bench_evaluation.py
+
+screenshots: setup-test
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

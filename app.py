@@ -1,0 +1,22 @@
+"""quantfit web app: navigation and the shared sidebar. No math here (the numbers live in calculator/).
+
+Run it with ``streamlit run app.py`` (or ``make run``). Each page is one file in ``app_pages/``; to add
+one, add one ``st.Page`` line to ``PAGES``. Shared UI (model picker, GPU picker, URL state, downloads,
+units footer) is in ``app_pages/common.py``.
+"""
+
+import streamlit as st
+
+from app_pages import common
+
+st.set_page_config(page_title="quantfit: will this LLM fit?", page_icon=":material/memory:", layout="wide")
+
+PAGES = [
+    st.Page("app_pages/memory.py", title="Memory", icon=":material/memory:", url_path="memory", default=True),
+    st.Page("app_pages/fit.py", title="Will it fit?", icon=":material/check_circle:", url_path="fit"),
+    st.Page("app_pages/formats.py", title="Formats", icon=":material/table_chart:", url_path="formats"),
+]
+
+page = st.navigation(PAGES)
+common.units_footer()
+page.run()

@@ -1,0 +1,48 @@
+"""AppTest fixtures: run the real app.py (navigation, sidebar and all) on a chosen page, caches cleared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_pages.common import clear_caches
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+PAGES = {"memory": "app_pages/memory.py", "fit": "app_pages/fit.py", "formats": "app_pages/formats.py"}
+
+
+@pytest.fixture
+def run_app():
+    """``run_app(page, **query)`` -> an AppTest that has run ``page`` with the URL query ``query``."""
+    clear_caches()
+
+    def run(page: str = "memory", **query) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.switch_page(PAGES[page])
+        for key, value in query.items():
+            at.query_params[key] = value
+        return at.run()
+
+    yield run
+    clear_caches()
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def no_exception(at: AppTest) -> None:
+    """No uncaught exception, and no internal error turned into a message by run_page either."""
+    assert not at.exception, at.exception
+    assert not [e for e in texts(at.error) if "internal error" in e], texts(at.error)
+
+
+def dataframe_with(at: AppTest, column: str):
+    """The first st.dataframe whose columns include ``column`` (AppTest does not expose dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)

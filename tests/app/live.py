@@ -1,0 +1,98 @@
+"""A live app for browser checks: ``streamlit run app.py`` on a free localhost port, and headless Debian
+Chromium driven by playwright. Shared by the browser test, bench/bench_app.py and scripts/screenshots.py.
+
+Never ``playwright install``: the browser is the system's /usr/bin/chromium (the Makefile installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(log_path: Path | None = None, timeout_s: float = 60, extra_args: tuple[str, ...] = ()
+              ) -> Iterator[str]:
+    """Run the app headless on localhost; yield its base URL once /_stcore/health answers; stop it after.
+
+    ``extra_args``: more ``streamlit run`` options, e.g. ("--client.toolbarMode", "minimal")."""
+    port = free_port()
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="quantfit-streamlit-")) / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.address", "localhost", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra_args],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "BROWSER_PATH": CHROMIUM},
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    tail = log_path.read_text()[-2000:]
+                    raise RuntimeError(f"streamlit exited ({proc.returncode}): {tail}")
+                try:
+                    with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        tail = log_path.read_text()[-2000:]
+                        raise RuntimeError(f"streamlit not up in {timeout_s} s: {tail}") from None
+                    time.sleep(0.25)
+            yield f"http://localhost:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def launch_chromium(playwright):
+    """Headless Debian Chromium (fails with a clear message when it is not installed)."""
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: `make test` installs Debian's chromium "
+                           "(never `playwright install`)")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick ``option`` in the searchable st.selectbox whose key is ``key``."""
+    box = page.locator(f".st-key-{key} input")
+    box.click()
+    box.fill(option)
+    page.keyboard.press("Enter")
+
+
+def first_render_s(page, url: str, selector: str, timeout_ms: int = 30_000) -> float:
+    """Seconds from navigation to ``selector`` being visible (a fresh page: nothing cached but HTTP)."""
+    start = time.monotonic()
+    page.goto(url)
+    page.locator(selector).first.wait_for(timeout=timeout_ms)
+    return time.monotonic() - start
+
+
+def wait_idle(page, timeout_ms: int = 30_000) -> None:
+    """Wait until the script run has finished (Streamlit marks its root ``data-test-script-state``)."""
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(timeout=timeout_ms)

@@ -1,0 +1,94 @@
+"""Shared UI helpers: the config-in-a-link codec, table and figure exports, links that reopen a page."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from urllib.parse import parse_qsl, urlsplit
+
+import plotly.graph_objects as go
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app_pages.common import csv_bytes, decode_config, encode_config, figure_bytes, json_bytes
+from tests.app.conftest import no_exception, texts
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=4), max_leaves=30)
+
+
+@given(config=st.dictionaries(st.text(max_size=12), _json, max_size=8))
+def test_config_link_round_trip(config):
+    data = json.dumps(config, indent=2).encode()
+    text = encode_config(data)
+    assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")  # URL-safe
+    assert json.loads(decode_config(text)) == config
+
+
+def test_real_config_fits_in_a_link():
+    from calculator.models import preset_record
+
+    data = json.dumps(preset_record("llama-3.1-405b")["config"], indent=2).encode()
+    assert len(encode_config(data)) < len(data) < 6000
+
+
+@pytest.mark.parametrize("text", ["!!!", "AAAA", encode_config(b'{"a": 1}')[:-4],
+                                  encode_config(b"{}") + "###"])
+def test_damaged_config_link(text):
+    with pytest.raises(ValueError, match="damaged"):
+        decode_config(text)
+
+
+def test_csv_and_json_keep_exact_bytes():
+    rows = [{"format": "fp16", "weight_bytes": 140_000_000_000, "weight_gb": 140.0},
+            {"format": "int4", "weight_bytes": 35_000_000_000, "weight_gb": 35.0}]
+    parsed = list(csv.DictReader(io.StringIO(csv_bytes(rows).decode())))
+    assert parsed[1] == {"format": "int4", "weight_bytes": "35000000000", "weight_gb": "35.0"}
+    doc = json.loads(json_bytes(rows, {"model": "70B"}))
+    assert doc["model"] == "70B" and doc["rows"] == rows and doc["units"]["gib"] == "2^30 bytes"
+
+
+def test_html_export_is_standalone():
+    html = figure_bytes(go.Figure(go.Bar(x=["fp16"], y=[140.0])), "html").decode()
+    assert "<html>" in html and len(html) > 1_000_000  # plotly.js embedded: opens offline
+    assert '<script src="https://cdn.plot.ly' not in html
+    with pytest.raises(ValueError, match="not one of"):
+        figure_bytes(go.Figure(), "gif")
+
+
+@pytest.mark.browser
+def test_png_and_svg_export_with_system_chromium():
+    import kaleido
+
+    fig = go.Figure(go.Bar(x=["fp16", "int4"], y=[140.0, 35.0]))
+    try:
+        png, svg = figure_bytes(fig, "png"), figure_bytes(fig, "svg")
+    finally:
+        kaleido.stop_sync_server(silence_warnings=True)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert b"<svg" in svg[:500]
+
+
+def test_share_link_reopens_the_same_state(run_app):
+    at = run_app("fit")
+    at.selectbox(key="model").select("qwen2.5-7b").run()
+    at.selectbox(key="gpu").select("L40S").run()
+    at.number_input(key="ctx").set_value(65536).run()
+    at.selectbox(key="kv").select("q8_0").run()
+    at.checkbox(key="fa").uncheck().run()
+    assert not at.code  # the popover is lazy: nothing until it is opened
+    at.session_state["share"] = True  # open the "Copy link" popover
+    link = at.run().code[0].value
+    query = dict(parse_qsl(urlsplit(link).query))
+    assert query["model"] == "qwen2.5-7b" and query["ctx"] == "65536" and query["fa"] == "false"
+    again = run_app("fit", **query)
+    no_exception(again)
+    assert again.selectbox(key="model").value == "qwen2.5-7b"
+    assert again.selectbox(key="gpu").value == "L40S"
+    assert again.number_input(key="ctx").value == 65536
+    assert again.selectbox(key="kv").value == "q8_0"
+    assert again.checkbox(key="fa").value is False
+    assert texts(again.success) == texts(at.success)

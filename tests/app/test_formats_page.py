@@ -1,0 +1,44 @@
+"""Formats page through AppTest: every format and file type listed, the recipe replayed on a model."""
+
+from __future__ import annotations
+
+from calculator.formats import FORMATS
+from calculator.gguf_recipes import FILE_TYPES, gguf_file
+from calculator.models import load_preset
+from tests.app.conftest import dataframe_with, metric, no_exception, texts
+
+
+def test_default_lists_everything(run_app):
+    at = run_app("formats")
+    no_exception(at)
+    formats = dataframe_with(at, "holds")
+    assert list(formats["format"]) == list(FORMATS)
+    nf4 = formats[formats["format"] == "nf4"].iloc[0]
+    assert nf4["bits_per_weight_exact"] == "9/2" and "absmax" in nf4["holds"]
+    assert "2305.14314" in nf4["source"]
+    file_types = dataframe_with(at, "recipe")
+    assert list(file_types["file_type"]) == list(FILE_TYPES)
+    # The recipe tab: Llama-3.1-8B at Q4_K_M by default, replayed tensor by tensor.
+    gf = gguf_file(load_preset("llama-3.1-8b"), "Q4_K_M")
+    assert metric(at, "Tensor data") == f"{gf.tensor_data_bytes / 1e9:,.2f} GB"
+    assert metric(at, "Bits per weight") == "4.8944"
+    roles = dataframe_with(at, "layers")
+    attn_v = roles[(roles["tensor"] == "attn_v.weight") & (roles["type"] == "Q6_K")].iloc[0]
+    assert attn_v["tensors"] == 16 and attn_v["layers"].startswith("0–3")
+
+
+def test_family_filter_and_file_type_from_link(run_app):
+    at = run_app("formats", fam=["GPTQ", "AWQ"], model="qwen2.5-0.5b", ft="IQ2_XS")
+    no_exception(at)
+    assert set(dataframe_with(at, "holds")["family"]) == {"GPTQ", "AWQ"}
+    assert at.selectbox(key="ft").value == "IQ2_XS"
+    assert any("importance matrix" in i for i in texts(at.info))
+    by_type = dataframe_with(at, "type")
+    gf = gguf_file(load_preset("qwen2.5-0.5b"), "IQ2_XS")
+    assert sum(by_type["bytes"]) == gf.tensor_data_bytes
+
+
+def test_recipe_rejects_nothing_silently(run_app):
+    at = run_app("formats", src="Hub id", hub="no-slash")
+    no_exception(at)
+    assert any("not a Hub model id" in e for e in texts(at.error))
