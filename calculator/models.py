@@ -474,7 +474,9 @@ def load_config_file(path: str | os.PathLike) -> ModelSpec:
     try:
         config = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"config file {str(path)!r} is not valid JSON ({err}); give a transformers config.json")
+        raise ValueError(
+            f"config file {str(path)!r} is not valid JSON ({err}); give a transformers config.json"
+        ) from None
     return spec_from_config(config, name=p.parent.name or p.stem, source=f"config.json at {p}")
 
 
@@ -485,7 +487,7 @@ def load_config_bytes(data: bytes, name: str = "uploaded config.json") -> ModelS
     try:
         config = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{name} is not valid JSON ({err}); upload a transformers config.json")
+        raise ValueError(f"{name} is not valid JSON ({err}); upload a transformers config.json") from None
     return spec_from_config(config, name=name, source=name)
 
 

@@ -73,7 +73,9 @@ def test_gptq_layout_matches_checkpoint_tensors():
     # AutoGPTQ for a 4096x4096 Linear at 4 bits, group 128: qweight int32 [in*4/32, out],
     # qzeros int32 [in/128, out*4/32], scales fp16 [in/128, out], g_idx int32 [in] (act-order).
     out_f, in_f, g = 4096, 4096, 128
-    qweight, qzeros, scales, g_idx = in_f * 4 // 32 * out_f * 4, in_f // g * out_f * 4 // 32 * 4, in_f // g * out_f * 2, in_f * 4
+    qweight = in_f * 4 // 32 * out_f * 4
+    qzeros = in_f // g * out_f * 4 // 32 * 4
+    scales, g_idx = in_f // g * out_f * 2, in_f * 4
     assert get_format("gptq-4b-g128").tensor_bytes((out_f, in_f)) == qweight + qzeros + scales
     assert get_format("gptq-4b-g128-actorder").tensor_bytes((out_f, in_f)) == qweight + qzeros + scales + g_idx
 
