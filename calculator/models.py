@@ -510,13 +510,13 @@ class HubModel:
         return sum(self.parameter_count.values())
 
 
-def _hub_endpoint() -> str:
+def hub_endpoint() -> str:
     """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import)."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def _check_reachable(endpoint: str, timeout_s: float = 3.0) -> None:
-    """Fail in seconds, not after huggingface_hub's five back-off retries, when the Hub is unreachable."""
+def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """A TCP connect to the endpoint: know in seconds, not after huggingface_hub's five back-off retries."""
     import socket
     from urllib.parse import urlsplit
 
@@ -524,11 +524,9 @@ def _check_reachable(endpoint: str, timeout_s: float = 3.0) -> None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError as err:
-        raise ValueError(
-            f"cannot reach the Hugging Face Hub at {endpoint} ({err.__class__.__name__}: offline?); use an "
-            "offline preset (`python -m calculator models`) or a local config.json"
-        ) from None
+    except OSError:
+        return False
+    return True
 
 
 def load_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> HubModel:
@@ -542,8 +540,12 @@ def load_hub(repo_id: str, revision: str | None = None, token: str | None = None
 
     if not _REPO_ID_RE.match(repo_id or ""):
         raise ValueError(f"{repo_id!r} is not a Hub model id; use the form owner/name, e.g. Qwen/Qwen2.5-7B")
-    endpoint = _hub_endpoint()
-    _check_reachable(endpoint)
+    endpoint = hub_endpoint()
+    if not hub_reachable(endpoint):
+        raise ValueError(
+            f"cannot reach the Hugging Face Hub at {endpoint} (offline?); use an offline preset "
+            "(`python -m calculator models`) or a local config.json"
+        )
     api = HfApi(endpoint=endpoint, token=token)
     try:
         config_path = api.hf_hub_download(repo_id, "config.json", revision=revision)
