@@ -1,0 +1,174 @@
+"""Compare & share page: overlay several result files (bundled, run on the Quality page this session, or
+uploaded JSON in the engine's schema) and published tables, then export the chart (PNG, SVG, standalone
+HTML) and the data (CSV, JSON; the merged results in the engine's schema). Everything but an uploaded file
+lives in the URL, so "Copy link" reopens the same view.
+
+Uploads are validated by ``evaluation.results.loads_results`` (schema name and version, every field and
+its type, no NaN) and capped at its ``MAX_RESULTS_FILE_BYTES``; a bad file is one error line, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import common
+from app_pages.quality import (
+    RESULTS_DIR,
+    SCALES,
+    TABLE_COLUMNS,
+    X_AXES,
+    Y_AXES,
+    bundled_files,
+    reference_rows,
+    result_row,
+    session_results,
+    size_quality_figure,
+)
+from app_pages.reference import TABLE_TITLES, reference_frame
+from evaluation.reference import reference_tables
+from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, load_results, loads_results, results_document
+
+PAGE_KEYS = ("cfiles", "csession", "cref", "cx", "cy", "cxscale", "cyscale", "cfront", "cfam")
+SESSION = "this session"
+# file_uploader counts megabytes of 2^20 bytes: the engine's own cap.
+MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
+
+
+def bundled_file(stem: str) -> list[Result]:
+    """One bundled file, validated; cached until the file changes (ValueError if it does not validate)."""
+    path = RESULTS_DIR / f"{stem}.json"
+    return _read(str(path), path.stat().st_mtime_ns)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _read(path: str, mtime_ns: int) -> list[Result]:
+    return load_results(path)
+
+
+def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
+    """[(file name, results)] for the files that validate, and one message per file that does not."""
+    good, errors = [], []
+    for f in files or []:
+        raw = f.getvalue()
+        try:
+            results = loads_results(raw, where=f.name)
+        except ValueError as err:
+            errors.append(str(err))
+            continue
+        if not results:
+            errors.append(f"{f.name}: holds no results")
+            continue
+        good.append((f.name, results))
+    return good, errors
+
+
+def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
+    c = st.columns([3, 1.4, 3], vertical_alignment="top")
+    stems = bundled_files()
+    unknown = [s for s in st.query_params.get_all("cfiles") if s not in stems]
+    if unknown:
+        st.warning(f"The link asks for result file(s) {', '.join(map(repr, unknown))}, which are not bundled "
+                   "here; left out.", icon=":material/link_off:")
+    files = c[0].multiselect("Bundled results", stems, default=stems, key="cfiles", bind="query-params",
+                             help=f"assets/results/*.json ({RESULTS_DIR})")
+    with c[1]:
+        session = st.toggle("This session's runs", True, key="csession", bind="query-params",
+                            help="Results run on the Quality page in this browser session")
+    uploads = c[2].file_uploader(
+        "Upload results JSON", type=["json"], accept_multiple_files=True, key="cupload",
+        max_upload_size=MAX_UPLOAD_MB,
+        help=f"Files written by `python -m evaluation run --out` (schema in assets/results/SCHEMA.md), at "
+             "most "
+             f"{MAX_RESULTS_FILE_BYTES:,} bytes. Uploads are not part of the link.")
+    sources = []
+    for stem in files:
+        try:
+            sources.append((f"{stem}.json", bundled_file(stem)))
+        except ValueError as err:
+            st.error(f"Bundled file left out: {err}", icon=":material/error:")
+    if session and session_results():
+        sources.append((SESSION, session_results()))
+    good, errors = parse_uploads(uploads)
+    for message in errors:
+        st.error(f"Upload rejected: {message}", icon=":material/error:")
+    return sources + good, bool(uploads)
+
+
+def main() -> None:
+    common.page_title("Compare & share", PAGE_KEYS)
+    st.caption("Overlay result files and published tables on one chart, then download the chart or the "
+               "data. The address bar holds the whole view (files, tables, axes), so a copied link reopens "
+               "it; uploaded files are the exception (they stay in this browser session).")
+    sources, uploaded = _sources()
+    stems = reference_tables()
+    refs = st.multiselect("Published tables", stems, key="cref", bind="query-params",
+                          help="; ".join(f"{s}: {TABLE_TITLES.get(s, s)}" for s in stems),
+                          placeholder="optional: overlay llama.cpp / GPTQ tables (bits per weight axes)")
+    c = st.columns([3, 2.4, 1.2, 1.2, 1.6], vertical_alignment="bottom")
+    x = c[0].selectbox("x axis", list(X_AXES), key="cx", bind="query-params")
+    y = c[1].selectbox("y axis", list(Y_AXES), key="cy", bind="query-params")
+    x_scale = c[2].selectbox("x scale", SCALES, key="cxscale", bind="query-params")
+    y_scale = c[3].selectbox("y scale", SCALES, key="cyscale", bind="query-params")
+    front = c[4].toggle("Pareto frontier", False, key="cfront", bind="query-params",
+                        help="Over every point shown (one model's results make the most sense)")
+
+    rows = []
+    for name, results in sources:
+        for r in results:
+            row = result_row(r, name)
+            row["series"] = f"{name} · {row['family']}"
+            rows.append(row)
+    families = sorted({r["family"] for r in rows})
+    if families:
+        chosen = st.pills("Families", families, selection_mode="multi", default=families, key="cfam",
+                          bind="query-params")
+        rows = [r for r in rows if r["family"] in set(chosen or [])]
+    if refs:
+        frame = reference_frame()
+        for r in reference_rows(frame[frame["table"].isin(refs)]):
+            r["series"] = r["origin"]
+            rows.append(r)
+    if not rows:
+        st.info("Nothing to show: pick a bundled file, run methods on the Quality page, upload a results "
+                "JSON or pick a published table.", icon=":material/info:")
+        return
+    x_axis, y_axis = X_AXES[x], Y_AXES[y]
+    fig = size_quality_figure(rows, x_axis, y_axis, x_scale=x_scale, y_scale=y_scale, series_key="series",
+                              frontier=front, title=f"{y} against {x}")
+    st.plotly_chart(fig, key="compare_chart", config={"displaylogo": False})
+    missing = [r for r in rows if r.get(x_axis.column) is None or r.get(y_axis.column) is None]
+    if missing:
+        st.caption(f"{len(missing)} point(s) have no {x} or {y} (published tables give bits per weight, "
+                   "PPL and sometimes KLD only) and are in the table only.")
+
+    # One set of columns for every row (published rows carry source columns, measured ones do not).
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("hover", "id")))
+    table = [{k: r.get(k) for k in keys} for r in rows]
+    columns = {"series": st.column_config.TextColumn("Series", pinned=True),
+               **{k: v for k, v in TABLE_COLUMNS.items()
+                  if k not in ("family", "fit_link", "memory_link", "origin")},
+               "model": st.column_config.TextColumn("Model"), "corpus": st.column_config.TextColumn("Text"),
+               "tokens": st.column_config.TextColumn("Windows"), "flag": st.column_config.TextColumn("Flag")}
+    st.dataframe(pd.DataFrame(table), hide_index=True, key="compare_table", column_config=columns,
+                 column_order=list(columns))
+    merged = {r.key: r for _, results in sources for r in results}
+    stem = "quantfit-compare"
+    with common.download_bar():
+        common.table_downloads(table, stem=stem, key="compare_table_dl",
+                               meta={"sources": [n for n, _ in sources], "published": refs, "x": x, "y": y})
+        common.figure_downloads(fig, stem=stem, key="compare_chart_dl")
+        st.download_button("Results (engine JSON)", json.dumps(results_document(list(merged.values())),
+                                                               indent=1).encode(),
+                           f"{stem}-results.json", "application/json", key="compare_results_json",
+                           icon=":material/download:", on_click="ignore",
+                           help="Every result shown, merged, in the engine's schema")
+    if uploaded:
+        st.caption("The link does not carry uploaded files: share the merged JSON with it.")
+
+
+if __name__ == "__main__":
+    common.run_page(main)

@@ -1,0 +1,262 @@
+"""Quality page (AppTest, widgets set by key): the bundled results render, switching axes changes the
+figure, a tiny-model run from the page completes and adds points, the URL state round-trips, and a point's
+links open Memory / Will it fit? with its format. Plus the pure helpers (Pareto frontier, method plans)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from streamlit.testing.v1 import AppTest
+
+from app_pages.common import clear_caches
+from app_pages.quality import (
+    DEFAULT_CTX,
+    DEFAULT_TOKENS,
+    PAGE_KEYS,
+    RESULTS_DIR,
+    X_AXES,
+    Y_AXES,
+    fit_url,
+    memory_url,
+    pareto_front,
+    plan_methods,
+)
+from evaluation.results import load_results
+from tests.app.conftest import dataframe_with, no_exception, texts
+from tests.evaluation.conftest import make_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = "app_pages/quality.py"
+# The sweep at the page's default settings (1,024 tokens, windows of 512); other bundled files differ.
+BUNDLED = RESULTS_DIR / "smollm2-135m-shakespeare-sweep.json"
+
+
+@pytest.fixture
+def page(monkeypatch, tmp_path):
+    """``page(**query)`` -> an AppTest that has run the Quality page; the engine's cache in tmp_path."""
+    monkeypatch.setenv("QUANTFIT_CACHE", str(tmp_path / "cache"))
+    clear_caches()
+
+    def run(path: str = PAGE, **query) -> AppTest:
+        at = AppTest.from_file(str(ROOT / path), default_timeout=90)
+        for key, value in query.items():
+            at.query_params[key] = value
+        return at.run()
+
+    yield run
+    clear_caches()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def clean(at: AppTest) -> None:
+    """No exception, no internal error and no error message at all."""
+    no_exception(at)
+    assert not texts(at.error), texts(at.error)
+
+
+def figure(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def traces(spec: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in spec["data"]}
+
+
+def test_renders_bundled_results(page):
+    at = page()
+    clean(at)
+    bundled = [r for r in load_results(BUNDLED)
+               if r.windows["max_tokens"] == DEFAULT_TOKENS and r.windows["n_ctx"] == DEFAULT_CTX]
+    assert len(bundled) >= 20
+    table = dataframe_with(at, "delta_ppl_pct")
+    assert sorted(table["method"]) == sorted(r.method_id for r in bundled)
+    shown = traces(figure(at))
+    assert {"baseline (bf16)", "RTN (simulated)", "GGUF (llama.cpp)", "Pareto frontier"} <= set(shown)
+    points = sum(len(t["x"]) for name, t in shown.items() if name != "Pareto frontier")
+    assert points == len(bundled)
+    assert any("already 4-bit" in text and "Q4_1" in text for text in texts(at.info))
+    links = table["fit_link"].dropna()
+    assert len(links) >= len(bundled) - 4  # gptq/awq at 5-6 bits are not calculator formats
+    assert all(link.startswith("./fit?src=Preset&model=llama-3.1-70b&fmt=") for link in links)
+
+
+def test_switching_axes_changes_the_figure(page):
+    at = page()
+    before = figure(at)
+    assert before["layout"]["yaxis"]["title"]["text"] == Y_AXES["delta PPL %"].label
+    at.selectbox(key="qy").set_value("mean KLD").run()
+    clean(at)
+    after = figure(at)
+    assert after["layout"]["yaxis"]["title"]["text"] == Y_AXES["mean KLD"].label
+    assert after["layout"]["yaxis"]["type"] == "log"
+    kld = {r.method_id: r.kld_mean for r in load_results(BUNDLED)}
+    gguf = traces(after)["GGUF (llama.cpp)"]
+    methods = [re.search(r"<b>(.+?)</b>", h)[1] for h in gguf["text"]]
+    assert gguf["y"] == [kld[m] for m in methods]
+
+    at.selectbox(key="qx").set_value("measured bytes").run()
+    at.selectbox(key="qyscale").set_value("linear").run()
+    spec = figure(at)
+    assert spec["layout"]["xaxis"]["title"]["text"] == X_AXES["measured bytes"].label
+    assert spec["layout"]["yaxis"]["type"] == "linear"
+    sizes = {r.method_id: r.measured_bytes for r in load_results(BUNDLED)}
+    gguf = traces(spec)["GGUF (llama.cpp)"]
+    methods = [re.search(r"<b>(.+?)</b>", h)[1] for h in gguf["text"]]
+    assert gguf["x"] == [sizes[m] for m in methods]
+    assert spec != after != before
+
+
+def test_tiny_model_run_from_the_page_adds_points(page, tiny_model):
+    import torch
+
+    torch.set_num_threads(1)
+    query = {"qmodel": str(tiny_model), "qtokens": "256", "qctx": "128", "qfam": ["RTN"], "qbits": ["8", "3"],
+             "qgroup": "32"}
+    at = page(**query)
+    clean(at)
+    assert not at.get("plotly_chart")
+    assert any(text.startswith("No results yet") for text in texts(at.info))
+    assert at.button(key="qrun").label == "Run 3 methods"
+
+    at.button(key="qrun").click().run(timeout=120)
+    clean(at)
+    table = dataframe_with(at, "delta_ppl_pct").set_index("method")
+    assert sorted(table.index) == ["baseline", "rtn-3b-g32-asym", "rtn-8b-g32-asym"]
+    assert table.kld_mean["baseline"] == 0
+    assert 0 < table.kld_mean["rtn-8b-g32-asym"] < table.kld_mean["rtn-3b-g32-asym"]
+    assert table.bits_per_weight["rtn-3b-g32-asym"] == 4.0  # 3 bits + fp16 scale and min per 32
+    assert set(table.origin) == {"this session"}
+    shown = traces(figure(at))
+    assert sum(len(t["x"]) for name, t in shown.items() if name != "Pareto frontier") == 3
+    assert texts(at.success) == ["Done: 3 methods (3 newly measured)."]
+    assert at.button(key="qrun").disabled  # every chosen method is on the chart now
+
+    again = page(**query)  # a new session: nothing shown yet, all three come from the engine's cache
+    assert again.button(key="qrun").label == "Run 3 methods"
+    again.button(key="qrun").click().run(timeout=60)
+    clean(again)
+    assert texts(again.success) == ["Done: 3 methods (0 newly measured)."]
+    assert dataframe_with(again, "delta_ppl_pct").equals(dataframe_with(at, "delta_ppl_pct"))
+
+
+def test_a_bad_model_is_an_error_message(page, tmp_path):
+    at = page(qmodel=str(tmp_path / "no-such-model"), qtokens="256", qctx="128", qfam=["RTN"], qbits=["8"])
+    at.button(key="qrun").click().run(timeout=60)
+    no_exception(at)
+    assert any("unknown model" in e and "no-such-model" in e for e in texts(at.error))
+    at = page(qtokens="256", qctx="512")
+    no_exception(at)
+    assert any("less than one 512-token window" in e for e in texts(at.error))
+
+
+def test_url_state_round_trips(page):
+    query = {"qx": "size GiB", "qy": "top-1 agreement %", "qyscale": "linear", "qfam": ["GPTQ", "AWQ"],
+             "qbits": ["4", "2"], "qgroup": "64", "qextra": "nf4-dq", "qfor": "llama-3-8b", "qfront": "false"}
+    at = page(**query)
+    clean(at)
+    assert at.selectbox(key="qx").value == "size GiB"
+    assert at.selectbox(key="qy").value == "top-1 agreement %"
+    assert at.toggle(key="qfront").value is False
+    # gptq/awq x 4/2 bits; the baseline and nf4-dq are on the chart already (bundled)
+    assert at.button(key="qrun").label == "Run 4 methods"
+    # The state, written back as a link the way share_url does, reopens the same page.
+    params = []
+    for key in PAGE_KEYS:
+        value = at.session_state[key] if key in at.session_state else None
+        if value is None or value == "":
+            continue
+        values = value if isinstance(value, list) else [value]
+        params += [(key, str(v).lower() if isinstance(v, bool) else str(v)) for v in values]
+    link = parse_qs(urlencode(params))
+    for key, value in query.items():
+        assert link[key] == (value if isinstance(value, list) else [value]), key
+    again = page(**link)
+    clean(again)
+    assert figure(again) == figure(at)
+    assert {k: again.session_state[k] for k in query} == {k: at.session_state[k] for k in query}
+
+
+def test_point_links_open_memory_and_fit_with_the_format(page):
+    url = fit_url("Q4_K_M", "llama-3.1-70b", "RTX 4090")
+    assert url == "./fit?src=Preset&model=llama-3.1-70b&fmt=Q4_K_M&gpu=RTX+4090"
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    at = page("app_pages/fit.py", **query)
+    clean(at)
+    assert at.selectbox(key="fmt").value == "Q4_K_M"
+    assert at.selectbox(key="model").value == "llama-3.1-70b"
+    query = {k: v[0] for k, v in parse_qs(urlsplit(memory_url("gptq-3b-g128")).query).items()}
+    at = page("app_pages/memory.py", **query)
+    clean(at)
+    assert at.multiselect(key="add").value == ["gptq-3b-g128"]
+    assert "gptq-3b-g128" in set(dataframe_with(at, "weight_bytes")["format"])
+
+
+def test_pages_run_under_the_app_navigation(tmp_path, monkeypatch):
+    """The three pages as app.py will list them (a copy of app.py with the lines the lead adds)."""
+    app = (ROOT / "app.py").read_text()
+    lines = ('    st.Page("app_pages/quality.py", title="Quality", icon=":material/insights:", '
+             'url_path="quality"),\n'
+             '    st.Page("app_pages/reference.py", title="Reference results", icon=":material/menu_book:", '
+             'url_path="reference"),\n'
+             '    st.Page("app_pages/compare.py", title="Compare & share", icon=":material/compare_arrows:", '
+             'url_path="compare"),\n')
+    if "app_pages/quality.py" not in app:
+        app = app.replace("]\n\npage = st.navigation(PAGES)", lines + "]\n\npage = st.navigation(PAGES)")
+    assert "app_pages/compare.py" in app
+    (tmp_path / "app.py").write_text(app)
+    (tmp_path / "app_pages").symlink_to(ROOT / "app_pages")
+    monkeypatch.setenv("QUANTFIT_CACHE", str(tmp_path / "cache"))
+    for path in ("app_pages/quality.py", "app_pages/reference.py", "app_pages/compare.py"):
+        clear_caches()
+        at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=90)
+        at.switch_page(path)
+        at.run()
+        clean(at)
+        assert at.get("plotly_chart"), path
+    clear_caches()
+
+
+def test_plan_methods():
+    assert plan_methods(["RTN", "GGUF"], [8, 4], 128) == [
+        "baseline", "rtn-8b-g128-asym", "gguf-Q8_0", "rtn-4b-g128-asym", "gguf-Q4_K_M", "gguf-Q4_0"]
+    assert plan_methods(["int kernels", "bitsandbytes"], [4, 8], 32) == [
+        "baseline", "int8", "int8-dyn", "int4-g32", "nf4", "nf4-dq", "fp4", "fp4-dq"]
+    assert plan_methods(["bitsandbytes"], [3], 64, " Q5_0, int8 ,,Q5_0") == ["baseline", "Q5_0", "int8"]
+    assert plan_methods([], [], 128) == ["baseline"]
+
+
+def test_every_planned_method_is_an_engine_method():
+    from evaluation.methods import parse_method
+
+    planned = {m for g in (32, 64, 128) for m in plan_methods(
+        ["RTN", "int kernels", "bitsandbytes", "GPTQ", "AWQ", "GGUF"], [8, 6, 5, 4, 3, 2], g)}
+    assert len(planned) == 1 + 3 * (6 + 1 + 6 + 6) + 2 + 4 + 7  # group-wise families x 3 groups, the rest
+    assert {parse_method(m).method_id for m in planned} == planned
+
+
+points_strategy = st.lists(st.tuples(st.floats(0, 20), st.floats(-5, 1e4)), min_size=1, max_size=40)
+
+
+@given(points_strategy, st.booleans())
+def test_pareto_front_is_the_set_of_undominated_points(points, lower_is_better):
+    sign = 1 if lower_is_better else -1
+    front = pareto_front(points, lower_is_better=lower_is_better)
+    xs = [points[i][0] for i in front]
+    ys = [sign * points[i][1] for i in front]
+    # Better quality as size grows along the frontier.
+    assert xs == sorted(xs) and all(a > b for a, b in zip(ys, ys[1:], strict=False))
+    for px, py in points:
+        assert any(points[i][0] <= px and sign * points[i][1] <= sign * py for i in front)
+    for i in front:
+        fx, fy = points[i][0], sign * points[i][1]
+        assert not any(x <= fx and sign * y < fy for x, y in points)

@@ -1,0 +1,98 @@
+"""Reference results page (AppTest): published tables plotted on the quality axes with their sources, the
+flagged row kept and shown, filters and the SmolLM2 overlay driven by widget keys and the URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_pages.common import clear_caches
+from app_pages.quality import Y_AXES
+from evaluation.reference import load_reference
+from tests.app.conftest import dataframe_with, no_exception, texts
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "app_pages" / "reference.py"
+
+
+@pytest.fixture
+def page():
+    clear_caches()
+
+    def run(**query) -> AppTest:
+        at = AppTest.from_file(str(PAGE), default_timeout=60)
+        for key, value in query.items():
+            at.query_params[key] = value
+        return at.run()
+
+    yield run
+    clear_caches()
+
+
+def clean(at: AppTest) -> None:
+    """No exception, no internal error and no error message at all."""
+    no_exception(at)
+    assert not texts(at.error), texts(at.error)
+
+
+def figure(at: AppTest) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def test_renders_every_plotted_table_with_sources(page):
+    at = page()
+    clean(at)
+    ref = load_reference()
+    wiki = ref[(ref.table != "llamacpp_llama2_bpw") & ref.corpus.isin(["wikitext-2"])]
+    table = dataframe_with(at, "bits_basis")
+    assert len(table) == len(wiki)
+    assert table["source_url"].str.startswith("https://github.com/").all()
+    names = {t["name"] for t in figure(at)["data"]}
+    assert {"Meta-Llama-3-8B · llama.cpp", "Meta-Llama-3-8B · llama.cpp imatrix", "Llama-2-70B · llama.cpp",
+            "LLaMA-v1-7B · GPTQ", "LLaMA-v1-7B · RTN"} <= names
+    assert any(name.startswith("SmolLM2-135M, measured here") for name in names)
+    hover = " ".join(h for t in figure(at)["data"] for h in t.get("text") or [])
+    assert "source: ggerganov/llama.cpp examples/perplexity/README.md" in hover
+
+
+def test_flagged_row_is_shown_with_its_reason(page):
+    at = page()
+    warnings = [w for w in texts(at.warning) if "flagged" in w]
+    assert len(warnings) == 1 and "Llama-2-7B Q2_K" in warnings[0] and "SOURCE ANOMALY" in warnings[0]
+    table = dataframe_with(at, "bits_basis")
+    flagged = table[table["flag"] != ""]
+    assert list(flagged["method"]) == ["Q2_K"] and flagged["ppl"].iloc[0] == 5.794552
+    trace = next(t for t in figure(at)["data"] if t["name"] == "Llama-2-7B · llama.cpp")
+    assert "x" in trace["marker"]["symbol"]  # drawn as a cross
+
+
+def test_filters_and_axes_follow_the_url(page):
+    at = page(rtables=["gptq_for_llama"], rcorpus="c4", ry="PPL", rmine="false")
+    clean(at)
+    table = dataframe_with(at, "bits_basis")
+    assert set(table["corpus"]) == {"c4"} and len(table) == 15
+    spec = figure(at)
+    assert spec["layout"]["yaxis"]["title"]["text"] == Y_AXES["PPL"].label
+    assert not any(t["name"].startswith("SmolLM2") for t in spec["data"])
+    at.selectbox(key="ry").set_value("mean KLD").run()
+    names = {t["name"] for t in figure(at)["data"]}
+    assert names == set()  # GPTQ-for-LLaMa publishes no KLD
+    assert any("lack bits per weight or mean KLD" in c for c in texts(at.caption))
+
+
+def test_unknown_table_in_a_link_is_a_warning(page):
+    at = page(rtables=["llamacpp_llama3_8b_scoreboard", "no_such_table"])
+    clean(at)
+    assert any("no_such_table" in w for w in texts(at.warning))
+    assert at.multiselect(key="rtables").value == ["llamacpp_llama3_8b_scoreboard"]
+
+
+def test_rows_link_to_will_it_fit_with_their_model_and_format(page):
+    at = page(rtables=["llamacpp_llama3_8b_scoreboard"], rmine="false")
+    table = dataframe_with(at, "bits_basis")
+    row = table[(table["method"] == "Q4_K_M")].iloc[0]
+    assert row["fit_link"] == "./fit?src=Preset&model=llama-3-8b&fmt=Q4_K_M"
+    assert table["fit_link"].notna().sum() >= 40  # IQ and K types are all llama.cpp file types
