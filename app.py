@@ -15,6 +15,9 @@ PAGES = [
     st.Page("app_pages/memory.py", title="Memory", icon=":material/memory:", url_path="memory", default=True),
     st.Page("app_pages/fit.py", title="Will it fit?", icon=":material/check_circle:", url_path="fit"),
     st.Page("app_pages/formats.py", title="Formats", icon=":material/table_chart:", url_path="formats"),
+    st.Page("app_pages/quality.py", title="Quality", icon=":material/insights:", url_path="quality"),
+    st.Page("app_pages/reference.py", title="Reference results", icon=":material/menu_book:", url_path="reference"),
+    st.Page("app_pages/compare.py", title="Compare & share", icon=":material/compare_arrows:", url_path="compare"),
 ]
 
 page = st.navigation(PAGES)

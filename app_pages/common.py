@@ -496,7 +496,15 @@ _MIME = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html"}
 
 
 def figure_bytes(fig, fmt: str) -> bytes:
-    """A Plotly figure as PNG or SVG (kaleido + system Chromium) or standalone interactive HTML."""
+    """A Plotly figure as PNG or SVG (kaleido + system Chromium) or standalone interactive HTML.
+
+    Exported on a copy with the ``plotly_white`` template: Streamlit's default Plotly template holds
+    placeholder colours (``#000001``...) that only Streamlit's browser side replaces, so a file exported
+    with it comes out black.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure(fig).update_layout(template="plotly_white")
     if fmt == "html":
         return fig.to_html(include_plotlyjs=True, full_html=True).encode()
     if fmt not in ("png", "svg"):

@@ -24,6 +24,9 @@ SHOTS = [
     ("fit", "/fit", ".js-plotly-plot .main-svg"),
     ("formats", "/formats", "[data-testid='stDataFrame']"),
     ("formats-recipe", "/formats?model=llama-3.1-8b&ft=Q4_K_M", "[data-testid='stDataFrame']"),
+    ("quality", "/quality", ".js-plotly-plot .main-svg"),
+    ("reference", "/reference", ".js-plotly-plot .main-svg"),
+    ("compare", "/compare", ".js-plotly-plot .main-svg"),
 ]
 
 

@@ -81,3 +81,16 @@ def test_fit_page_end_to_end(app_url, page, tmp_path):
     (tmp_path / "timing.json").write_text(json.dumps(timing))
     print(f"browser first render: verdict {first_render_s:.2f} s, chart {chart_render_s:.2f} s")
     assert first_render_s < FIRST_RENDER_LIMIT_S
+
+
+def test_quality_page_exports_png(app_url, page, tmp_path):
+    page.goto(f"{app_url}/quality")
+    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    page.get_by_text("already 4-bit").first.wait_for()
+    with page.expect_download(timeout=90_000) as download:
+        page.locator(".st-key-quality_chart_dl_png button").click()
+    png = tmp_path / download.value.suggested_filename
+    download.value.save_as(png)
+    assert png.name == "quantfit-quality-smollm2-135m-shakespeare-1024.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
