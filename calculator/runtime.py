@@ -13,7 +13,9 @@ context x batch x 2``: Llama-3.1-8B at 8192 tokens = 1,073,741,824 bytes (llama.
 - GQA/MQA: ``n_kv_heads`` < ``n_heads`` (Ainslie et al. 2023, arXiv 2305.13245); ``head_dim`` as the
   config sets it (Gemma-2-9B: 256, although hidden 3584 / 16 heads = 224).
 - Sliding-window layers (Mistral v0.1; Gemma 2 alternating; Gemma 3 five local : one global) keep only
-  ``min(context, window)`` tokens, as transformers' sliding-window caches allocate. llama.cpp's SWA
+  ``min(context, window)`` tokens, as transformers' static sliding-window cache allocates (its dynamic
+  cache keeps ``window - 1``, one token less per sliding layer: measured in
+  ``tests/evaluation/test_measured_memory.py``). llama.cpp's SWA
   cache keeps ``n_ubatch`` more cells than the window ("llama_kv_cache_unified_iswa: creating SWA KV
   cache, size = 1536 cells" for a 1024-token window), a few MiB more.
 - MLA (DeepSeek-V2/V3, arXiv 2405.04434 §2.1): one compressed latent of ``kv_lora_rank`` plus the
