@@ -115,6 +115,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from evaluation.results import save_results
     from evaluation.runner import evaluate
 
+    if args.calibration_samples is not None and args.calibration_samples < 1:
+        raise ValueError(f"--calibration-samples {args.calibration_samples} must be at least 1 (e.g. 4)")
     configs = parse_methods(args.methods)
     if not any(isinstance(c, BaselineConfig) for c in configs):
         configs.insert(0, BaselineConfig())  # the reference row: costs no extra pass over the windows
@@ -150,6 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cache_dir=cache_dir,
             progress=bars,
             decode_tokens=args.decode_tokens,
+            **({} if args.calibration_samples is None else {"calibration_samples": args.calibration_samples}),
             on_result=keep,
         )
     except KeyboardInterrupt:
@@ -254,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     run.add_argument("--decode-tokens", type=int, default=16, help="decode steps timed per method; 0 skips")
+    run.add_argument(
+        "--calibration-samples", type=int, default=None,
+        help="GPTQ/AWQ calibration sequences of 512 tokens, disjoint from the evaluation text "
+        "(default: the runner's 32; AWQ on a CPU takes minutes per sample: try 4)",
+    )
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--out", help="write results JSON here (after every method, atomically)")
     run.add_argument("--cache-dir", type=Path, help=f"result cache (default: {default_cache_dir()})")

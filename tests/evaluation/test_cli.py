@@ -138,3 +138,15 @@ def test_corpus_shorter_than_a_window(tiny_llama_dir, tmp_path, capsys):
         == 1
     )
     assert "shorter than one window of 64" in capsys.readouterr().err
+
+
+def test_calibration_samples_must_be_positive():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation", "run", "--model", "smollm2-135m", "--methods", "gptq-4b-g128",
+         "--calibration-samples", "0"], capture_output=True, text=True,
+    )
+    assert result.returncode == 1 and "--calibration-samples 0 must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
