@@ -32,6 +32,7 @@ zero padding that aligns each tensor to ``gguf.GGUF_DEFAULT_ALIGNMENT`` (32) byt
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -198,6 +199,7 @@ class _Cat(Enum):
     OTHER = "other"
 
 
+@functools.lru_cache(maxsize=16384)  # names repeat across file types: a best-format search replays ~30
 def _category(name: str) -> _Cat:
     """First match wins, in tensor_get_category's order (``ffn_gate_exps`` is FFN_GATE, etc.)."""
     if name == "output.weight":
@@ -248,6 +250,7 @@ def _ggml_n_dims(shape: tuple[int, ...]) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=16384)
 def _allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
     if _ggml_n_dims(shape) < 2 or not name.endswith("weight"):
         return False
@@ -256,6 +259,7 @@ def _allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
     return not any(s in name for s in _NEVER_QUANTIZED)
 
 
+@functools.lru_cache(maxsize=16384)
 def _source_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
     """Type of the tensor in the F16 GGUF that convert_hf_to_gguf.py writes (llama-quantize's input)."""
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
@@ -265,9 +269,12 @@ def _source_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
     return T.F16
 
 
+_NOT_QUANTIZED = frozenset((T.F32, T.F16, T.BF16, T.F64, T.I8, T.I16, T.I32, T.I64))
+
+
 def _is_quantized(t: GGMLQuantizationType) -> bool:
     """ggml_is_quantized: block types; the float and integer types are not."""
-    return t not in (T.F32, T.F16, T.BF16, T.F64, T.I8, T.I16, T.I32, T.I64)
+    return t not in _NOT_QUANTIZED
 
 
 def _block(t: GGMLQuantizationType) -> int:
