@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from app_pages.common import clear_caches
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-PAGES = {"memory": "app_pages/memory.py", "fit": "app_pages/fit.py", "formats": "app_pages/formats.py"}
+PAGES = {name: f"app_pages/{name}.py" for name in ("memory", "fit", "formats", "quality", "reference", "compare")}
 
 
 @pytest.fixture
@@ -21,6 +21,21 @@ def run_app():
     def run(page: str = "memory", **query) -> AppTest:
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.switch_page(PAGES[page])
+        for key, value in query.items():
+            at.query_params[key] = value
+        return at.run()
+
+    yield run
+    clear_caches()
+
+
+@pytest.fixture
+def run_page_file():
+    """``run_page_file(path, **query)`` -> an AppTest that has run one page file alone, caches cleared."""
+    clear_caches()
+
+    def run(path: str | Path, **query) -> AppTest:
+        at = AppTest.from_file(str(path), default_timeout=60)
         for key, value in query.items():
             at.query_params[key] = value
         return at.run()

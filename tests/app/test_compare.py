@@ -3,6 +3,7 @@ is an error line, never an exception), published tables overlay, the URL holds t
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import clear_caches
 from app_pages.quality import RESULTS_DIR, X_AXES
 from evaluation.results import MAX_RESULTS_FILE_BYTES, load_results, results_document
 from tests.app.conftest import dataframe_with, no_exception, texts
@@ -22,17 +22,8 @@ FILES = sorted(RESULTS_DIR.glob("*.json"))
 
 
 @pytest.fixture
-def page():
-    clear_caches()
-
-    def run(**query) -> AppTest:
-        at = AppTest.from_file(str(PAGE), default_timeout=60)
-        for key, value in query.items():
-            at.query_params[key] = value
-        return at.run()
-
-    yield run
-    clear_caches()
+def page(run_page_file):
+    return functools.partial(run_page_file, PAGE)
 
 
 def figure(at: AppTest) -> dict:

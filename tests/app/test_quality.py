@@ -206,29 +206,13 @@ def test_point_links_open_memory_and_fit_with_the_format(page):
     assert "gptq-3b-g128" in set(dataframe_with(at, "weight_bytes")["format"])
 
 
-def test_pages_run_under_the_app_navigation(tmp_path, monkeypatch):
-    """The three pages as app.py will list them (a copy of app.py with the lines the lead adds)."""
-    app = (ROOT / "app.py").read_text()
-    lines = ('    st.Page("app_pages/quality.py", title="Quality", icon=":material/insights:", '
-             'url_path="quality"),\n'
-             '    st.Page("app_pages/reference.py", title="Reference results", icon=":material/menu_book:", '
-             'url_path="reference"),\n'
-             '    st.Page("app_pages/compare.py", title="Compare & share", icon=":material/compare_arrows:", '
-             'url_path="compare"),\n')
-    if "app_pages/quality.py" not in app:
-        app = app.replace("]\n\npage = st.navigation(PAGES)", lines + "]\n\npage = st.navigation(PAGES)")
-    assert "app_pages/compare.py" in app
-    (tmp_path / "app.py").write_text(app)
-    (tmp_path / "app_pages").symlink_to(ROOT / "app_pages")
+def test_pages_run_under_the_app_navigation(run_app, tmp_path, monkeypatch):
+    """The three quality pages as app.py lists them (navigation and sidebar included)."""
     monkeypatch.setenv("QUANTFIT_CACHE", str(tmp_path / "cache"))
-    for path in ("app_pages/quality.py", "app_pages/reference.py", "app_pages/compare.py"):
-        clear_caches()
-        at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=90)
-        at.switch_page(path)
-        at.run()
+    for name in ("quality", "reference", "compare"):
+        at = run_app(name)
         clean(at)
-        assert at.get("plotly_chart"), path
-    clear_caches()
+        assert at.get("plotly_chart"), name
 
 
 def test_plan_methods():

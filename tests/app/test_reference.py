@@ -3,13 +3,13 @@ flagged row kept and shown, filters and the SmolLM2 overlay driven by widget key
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import clear_caches
 from app_pages.quality import Y_AXES
 from evaluation.reference import load_reference
 from tests.app.conftest import dataframe_with, no_exception, texts
@@ -19,17 +19,8 @@ PAGE = ROOT / "app_pages" / "reference.py"
 
 
 @pytest.fixture
-def page():
-    clear_caches()
-
-    def run(**query) -> AppTest:
-        at = AppTest.from_file(str(PAGE), default_timeout=60)
-        for key, value in query.items():
-            at.query_params[key] = value
-        return at.run()
-
-    yield run
-    clear_caches()
+def page(run_page_file):
+    return functools.partial(run_page_file, PAGE)
 
 
 def clean(at: AppTest) -> None:
