@@ -171,14 +171,3 @@ def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings:
 @functools.lru_cache(maxsize=65536)
 def _tensor_bytes(fmt: Format, shape: tuple[int, ...]) -> int:
     return fmt.tensor_bytes(shape)
-
-
-def all_weight_memory(spec_or_params: ModelSpec | int, formats: list[str]) -> list[WeightMemory | ValueError]:
-    """``weight_memory`` over many formats; a format that cannot store this model yields its ValueError."""
-    out: list[WeightMemory | ValueError] = []
-    for name in formats:
-        try:
-            out.append(weight_memory(spec_or_params, name))
-        except ValueError as err:
-            out.append(err)
-    return out

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,8 +125,6 @@ class ModelSpec:
             counts[kind, t.shape] = counts.get((kind, t.shape), 0) + 1
         return tuple((kind, shape, n) for (kind, shape), n in counts.items())
 
-    def layer_tensors(self, layer: int) -> Iterator[TensorSpec]:
-        return (t for t in self.tensors if t.layer == layer)
 
 
 def _get(config: dict, *keys: str, default=None):
