@@ -1,13 +1,13 @@
 """quantfit web app: navigation and the shared sidebar. No math here (the numbers live in calculator/).
 
 Run it with ``streamlit run app.py`` (or ``make run``). Each page is one file in ``app_pages/``; to add
-one, add one ``st.Page`` line to ``PAGES``. Shared UI (model picker, GPU picker, URL state, downloads,
-units footer) is in ``app_pages/common.py``.
+one, write the file and add one ``st.Page`` line to ``PAGES``. Shared UI (pickers, URL state, sharing,
+downloads, charts, the units footer) is the ``ui`` package; a page never imports another page.
 """
 
 import streamlit as st
 
-from app_pages import common
+from ui.footer import units_footer
 
 st.set_page_config(page_title="quantfit: will this LLM fit?", page_icon=":material/memory:", layout="wide")
 
@@ -21,5 +21,5 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-common.units_footer()
+units_footer()
 page.run()

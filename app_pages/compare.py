@@ -15,38 +15,21 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
-from app_pages.quality import (
-    RESULTS_DIR,
-    SCALES,
-    TABLE_COLUMNS,
-    X_AXES,
-    Y_AXES,
-    bundled_files,
-    reference_rows,
-    result_row,
-    session_results,
-    size_quality_figure,
-)
-from app_pages.reference import TABLE_TITLES, reference_frame
+from evaluation.plan import RESULTS_DIR
 from evaluation.reference import reference_tables
-from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, load_results, loads_results, results_document
+from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, loads_results, results_document
+from ui.charts import SCALES, X_AXES, Y_AXES, size_quality_figure
+from ui.export import download_bar, figure_downloads, table_downloads
+from ui.guard import run_page
+from ui.quality_data import bundled_file, bundled_files, reference_frame, reference_title, session_results
+from ui.rows import RESULT_COLUMNS, reference_rows, result_row
+from ui.share import page_title
+from ui.url_state import warn_unknown_url_values
 
 PAGE_KEYS = ("cfiles", "csession", "cref", "cx", "cy", "cxscale", "cyscale", "cfront", "cfam")
 SESSION = "this session"
 # file_uploader counts megabytes of 2^20 bytes: the engine's own cap.
 MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
-
-
-def bundled_file(stem: str) -> list[Result]:
-    """One bundled file, validated; cached until the file changes (ValueError if it does not validate)."""
-    path = RESULTS_DIR / f"{stem}.json"
-    return _read(str(path), path.stat().st_mtime_ns)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _read(path: str, mtime_ns: int) -> list[Result]:
-    return load_results(path)
 
 
 def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
@@ -69,10 +52,7 @@ def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
 def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
     c = st.columns([3, 1.4, 3], vertical_alignment="top")
     stems = bundled_files()
-    unknown = [s for s in st.query_params.get_all("cfiles") if s not in stems]
-    if unknown:
-        st.warning(f"The link asks for result file(s) {', '.join(map(repr, unknown))}, which are not bundled "
-                   "here; left out.", icon=":material/link_off:")
+    warn_unknown_url_values("cfiles", stems, "result file(s)", "the bundled results")
     files = c[0].multiselect("Bundled results", stems, default=stems, key="cfiles", bind="query-params",
                              help=f"assets/results/*.json ({RESULTS_DIR})")
     with c[1]:
@@ -99,14 +79,14 @@ def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
 
 
 def main() -> None:
-    common.page_title("Compare & share", PAGE_KEYS)
+    page_title("Compare & share", PAGE_KEYS)
     st.caption("Overlay result files and published tables on one chart, then download the chart or the "
                "data. The address bar holds the whole view (files, tables, axes), so a copied link reopens "
                "it; uploaded files are the exception (they stay in this browser session).")
     sources, uploaded = _sources()
     stems = reference_tables()
     refs = st.multiselect("Published tables", stems, key="cref", bind="query-params",
-                          help="; ".join(f"{s}: {TABLE_TITLES.get(s, s)}" for s in stems),
+                          help="; ".join(f"{s}: {reference_title(s)}" for s in stems),
                           placeholder="optional: overlay llama.cpp / GPTQ tables (bits per weight axes)")
     c = st.columns([3, 2.4, 1.2, 1.2, 1.6], vertical_alignment="bottom")
     x = c[0].selectbox("x axis", list(X_AXES), key="cx", bind="query-params")
@@ -149,7 +129,7 @@ def main() -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("hover", "id")))
     table = [{k: r.get(k) for k in keys} for r in rows]
     columns = {"series": st.column_config.TextColumn("Series", pinned=True),
-               **{k: v for k, v in TABLE_COLUMNS.items()
+               **{k: v for k, v in RESULT_COLUMNS.items()
                   if k not in ("family", "fit_link", "memory_link", "origin")},
                "model": st.column_config.TextColumn("Model"), "corpus": st.column_config.TextColumn("Text"),
                "tokens": st.column_config.TextColumn("Windows"), "flag": st.column_config.TextColumn("Flag")}
@@ -157,10 +137,10 @@ def main() -> None:
                  column_order=list(columns))
     merged = {r.key: r for _, results in sources for r in results}
     stem = "quantfit-compare"
-    with common.download_bar():
-        common.table_downloads(table, stem=stem, key="compare_table_dl",
-                               meta={"sources": [n for n, _ in sources], "published": refs, "x": x, "y": y})
-        common.figure_downloads(fig, stem=stem, key="compare_chart_dl")
+    with download_bar():
+        table_downloads(table, stem=stem, key="compare_table_dl",
+                        meta={"sources": [n for n, _ in sources], "published": refs, "x": x, "y": y})
+        figure_downloads(fig, stem=stem, key="compare_chart_dl")
         st.download_button("Results (engine JSON)", json.dumps(results_document(list(merged.values())),
                                                                indent=1).encode(),
                            f"{stem}-results.json", "application/json", key="compare_results_json",
@@ -170,5 +150,4 @@ def main() -> None:
         st.caption("The link does not carry uploaded files: share the merged JSON with it.")
 
 
-if __name__ == "__main__":
-    common.run_page(main)
+run_page(main)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages import common
 from calculator import units
 from calculator.fit import (
     DECODE_BANDWIDTH_EFFICIENCY,
@@ -26,6 +25,21 @@ from calculator.gguf_recipes import FILE_TYPES
 from calculator.hardware import GpuSetup, GpuSpec
 from calculator.runtime import DEFAULT_UBATCH, CacheType
 from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, TrainingMode
+from ui.export import download_bar, figure_downloads, table_downloads
+from ui.guard import run_page
+from ui.pickers import (
+    CONFIG,
+    HUB,
+    MODEL_KEYS,
+    PRESET,
+    ModelChoice,
+    gpu_names,
+    gpu_select,
+    model_picker,
+    resolve_subject,
+)
+from ui.share import page_title
+from ui.url_state import warn_unknown_url_value
 
 # The formats people pick most, first; then every GGUF file type and every other weight format.
 _COMMON_FORMATS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ2_XS", "fp16", "bf16",
@@ -41,12 +55,12 @@ PRECISIONS = [p.value for p in Precision]
 MAX_CONTEXT_TOKENS = 10_000_000
 MAX_BATCH = 4096
 MAX_GPUS = 64
-PAGE_KEYS = (*common.MODEL_KEYS, "fmt", "gpu", "gpu_custom", "n_gpus", "ctx", "batch", "kv", "mode", "fa",
+PAGE_KEYS = (*MODEL_KEYS, "fmt", "gpu", "gpu_custom", "n_gpus", "ctx", "batch", "kv", "mode", "fa",
              "ubatch", "cpu_ram_gb", "lora_rank", "lora_targets", "optim", "precision", "ckpt")
 
 
 def _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes):
-    spec = common.resolve_subject(ref)
+    spec = resolve_subject(ref)
     if isinstance(spec, int):
         raise ValueError("a fit needs the architecture (layers, KV heads): pick a preset, a Hub id or a "
                          "config.json")
@@ -140,15 +154,14 @@ def _gpu_rows(fitting: tuple[FitResult, ...]) -> list[dict]:
     return rows
 
 
-def _inputs() -> tuple[common.ModelChoice | None, dict]:
-    choice = common.model_picker(default_source=common.PRESET,
-                                 sources=(common.PRESET, common.HUB, common.CONFIG))
+def _inputs() -> tuple[ModelChoice | None, dict]:
+    choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG))
     c = st.columns([2, 2, 1, 1.3, 1, 1.2])
-    common.warn_unknown_url_value("fmt", FORMAT_OPTIONS, "format")
+    warn_unknown_url_value("fmt", FORMAT_OPTIONS, "format")
     fmt = c[0].selectbox("Format", FORMAT_OPTIONS, index=0, key="fmt", bind="query-params",
                          help="A GGUF file type (Q4_K_M...) or any weight format. Type to search.")
     with c[1]:
-        gpu = common.gpu_select()
+        gpu = gpu_select()
     n_gpus = c[2].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
                                help="Identical GPUs, tensor-parallel split")
     context = c[3].number_input("Context (tokens)", 1, MAX_CONTEXT_TOKENS, 8192, step=1024, key="ctx",
@@ -187,7 +200,7 @@ def _inputs() -> tuple[common.ModelChoice | None, dict]:
 
 
 def main() -> None:
-    common.page_title("Will it fit?", PAGE_KEYS)
+    page_title("Will it fit?", PAGE_KEYS)
     verdict_box = st.container()
     choice, inputs = _inputs()
     if choice is None or inputs["gpu"] is None:
@@ -239,7 +252,7 @@ def main() -> None:
                    "llama-kv-cache.cpp, CUDA context measurements); training calculator.training.")
     gpu_rows = _gpu_rows(fitting)
     with right:
-        st.markdown(f"**Catalogue GPUs that fit** ({len(gpu_rows)} of {len(common.gpu_names())}, "
+        st.markdown(f"**Catalogue GPUs that fit** ({len(gpu_rows)} of {len(gpu_names())}, "
                     f"{inputs['n_gpus']} each)")
         st.dataframe(gpu_rows, hide_index=True, key="fit_gpus", height=280, column_config={
             "gpu": "GPU", "count": None, "usable_bytes": None, "per_device_bytes": None,
@@ -256,11 +269,10 @@ def main() -> None:
 
     stem = f"quantfit-fit-{choice.label}-{r.format}-{r.gpu}".replace(" ", "_").replace("/", "_")
     meta = {"fit": r.to_dict(), "best_format": best.format if best else None, "model_source": choice.source}
-    with common.download_bar():
-        common.table_downloads(breakdown, stem=stem, key="fit_breakdown_dl", meta=meta, label="Breakdown")
-        common.table_downloads(gpu_rows, stem=f"{stem}-gpus", key="fit_gpus_dl", meta=meta,
-                               label="GPUs that fit")
-        common.figure_downloads(fig, stem=stem, key="fit_chart_dl")
+    with download_bar():
+        table_downloads(breakdown, stem=stem, key="fit_breakdown_dl", meta=meta, label="Breakdown")
+        table_downloads(gpu_rows, stem=f"{stem}-gpus", key="fit_gpus_dl", meta=meta, label="GPUs that fit")
+        figure_downloads(fig, stem=stem, key="fit_chart_dl")
 
 
-common.run_page(main)
+run_page(main)

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import common
 from calculator import units
 from calculator.formats import FORMATS
 from calculator.gguf_recipes import FILE_TYPES, SOURCE, gguf_file
+from ui.export import table_downloads
+from ui.guard import run_page
+from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
+from ui.pickers import CONFIG, HUB, MODEL_KEYS, PRESET, model_picker, resolve_subject
+from ui.share import page_title
 
-PAGE_KEYS = ("fam", *common.MODEL_KEYS, "ft")
+PAGE_KEYS = ("fam", *MODEL_KEYS, "ft")
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def format_rows() -> list[dict]:
     return [
-        {"format": f.name, "family": common.FAMILY_LABELS[f.family],
+        {"format": f.name, "family": FORMAT_FAMILY_LABELS[f.family],
          "bits_per_weight": float(f.bits_per_weight()), "bits_per_weight_exact": str(f.bits_per_weight()),
          "holds": f.holds, "description": f.description, "source": f.source}
         for f in FORMATS.values()
@@ -52,7 +56,7 @@ def _layer_ranges(layers: list[int]) -> str:
 @st.cache_data(max_entries=64, show_spinner=False)
 def recipe(ref: tuple[str, str], file_type: str) -> dict:
     """The replayed file: totals, bytes by tensor type, and per role which type in which layers."""
-    spec = common.resolve_subject(ref)
+    spec = resolve_subject(ref)
     if isinstance(spec, int):
         raise ValueError("a GGUF recipe needs tensor names and shapes: pick a preset, Hub id or config.json")
     gf = gguf_file(spec, file_type)
@@ -91,7 +95,7 @@ def recipe(ref: tuple[str, str], file_type: str) -> dict:
 
 def _formats_section() -> None:
     st.subheader("Weight formats")
-    families = list(common.FAMILY_LABELS.values())
+    families = list(FORMAT_FAMILY_LABELS.values())
     chosen = st.pills("Families", families, selection_mode="multi", default=families, key="fam",
                       bind="query-params")
     rows = [r for r in format_rows() if r["family"] in chosen]
@@ -109,7 +113,7 @@ def _formats_section() -> None:
     st.caption(f"{len(rows)} of {len(FORMATS)} formats. Group sizes and EXL2 targets not listed also work by "
                "name (int4-g96, exl2-4.25). Per-channel formats show their code bits; the per-row scale adds "
                "16 / row length bits.")
-    common.table_downloads(rows, stem="quantfit-formats", key="formats_dl")
+    table_downloads(rows, stem="quantfit-formats", key="formats_dl")
 
 
 def _file_types_section() -> None:
@@ -124,13 +128,12 @@ def _file_types_section() -> None:
         "recipe": st.column_config.TextColumn("Recipe (dense model)", width="large"),
         "source": None,
     })
-    common.table_downloads(rows, stem="quantfit-gguf-file-types", key="file_types_dl")
+    table_downloads(rows, stem="quantfit-gguf-file-types", key="file_types_dl")
 
 
 def _recipe_section() -> None:
     st.subheader("Per-tensor recipe on a real model")
-    choice = common.model_picker(default_source=common.PRESET,
-                                 sources=(common.PRESET, common.HUB, common.CONFIG))
+    choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG))
     names = list(FILE_TYPES)
     file_type = st.selectbox("File type", names, index=names.index("Q4_K_M"), key="ft", bind="query-params")
     if choice is None:
@@ -166,12 +169,12 @@ def _recipe_section() -> None:
                f"Padded to {units.fmt_gb(r['padded_bytes'])} with 32-byte tensor alignment.")
     stem = f"quantfit-recipe-{choice.label}-{file_type}".replace("/", "_").replace(" ", "_")
     meta = {k: r[k] for k in ("model", "file_type", "bytes", "bits_per_weight", "source")}
-    common.table_downloads(r["tensors"], stem=stem, key="recipe_dl", label="Tensor table", meta=meta)
+    table_downloads(r["tensors"], stem=stem, key="recipe_dl", label="Tensor table", meta=meta)
 
 
 def main() -> None:
-    common.page_title("Formats: what the bytes hold", PAGE_KEYS)
-    st.caption(f"Every weight format quantfit sizes, with its exact bits per weight. {common.GB_NOTE}.")
+    page_title("Formats: what the bytes hold", PAGE_KEYS)
+    st.caption(f"Every weight format quantfit sizes, with its exact bits per weight. {GB_NOTE}.")
     tab_formats, tab_files, tab_recipe = st.tabs(["Weight formats", "GGUF file types", "Recipe on a model"])
     with tab_formats:
         _formats_section()
@@ -181,4 +184,4 @@ def main() -> None:
         _recipe_section()
 
 
-common.run_page(main)
+run_page(main)

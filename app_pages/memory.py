@@ -10,11 +10,15 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages import common
 from calculator import units
 from calculator.formats import FORMATS, get_format
 from calculator.gguf_recipes import FILE_TYPES, get_file_type
 from calculator.memory import WeightMemory, weight_memory
+from ui.export import download_bar, figure_downloads, table_downloads
+from ui.guard import run_page
+from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
+from ui.pickers import MODEL_KEYS, PARAMS, gpu_multiselect, model_picker, resolve_subject
+from ui.share import page_title
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
 # types (Q4_K_M...); a bare count gets their main tensor types, as file types need tensor names.
@@ -25,7 +29,7 @@ SPEC_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_
 PARAMS_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_XS")
 
 FILE_TYPE_LABEL = "GGUF file type"
-PAGE_KEYS = (*common.MODEL_KEYS, "add", "gpus")
+PAGE_KEYS = (*MODEL_KEYS, "add", "gpus")
 
 
 def _row(mem: WeightMemory, is_file_type: bool) -> dict:
@@ -34,7 +38,7 @@ def _row(mem: WeightMemory, is_file_type: bool) -> dict:
         family, holds = FILE_TYPE_LABEL, get_file_type(mem.format).summary
     else:
         fmt = get_format(mem.format)
-        family, holds = common.FAMILY_LABELS[fmt.family], fmt.holds
+        family, holds = FORMAT_FAMILY_LABELS[fmt.family], fmt.holds
     counts = mem.type_counts
     stored = ", ".join(f"{t} ×{n}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return {
@@ -54,7 +58,7 @@ def _row(mem: WeightMemory, is_file_type: bool) -> dict:
 @st.cache_data(max_entries=64, show_spinner=False)
 def weight_table(ref: tuple[str, str], formats: tuple[str, ...]) -> tuple[list[dict], list[tuple[str, str]]]:
     """(rows, [(format, why it cannot store this model)]) for the model ``ref`` over ``formats``."""
-    subject = common.resolve_subject(ref)
+    subject = resolve_subject(ref)
     rows, skipped = [], []
     for name in formats:
         # A model with shapes reads upper-case GGUF names as file types (Q8_0 the recipe, not the bare
@@ -109,10 +113,10 @@ _COLUMNS = {
 
 
 def main() -> None:
-    common.page_title("How big are the weights?", PAGE_KEYS)
+    page_title("How big are the weights?", PAGE_KEYS)
     st.caption("Weight memory of one model in every format family: exact bytes, scales and zeros included. "
-               f"{common.GB_NOTE}.")
-    choice = common.model_picker(default_source=common.PARAMS)
+               f"{GB_NOTE}.")
+    choice = model_picker(default_source=PARAMS)
     if choice is None:
         return
     spec = choice.spec
@@ -122,7 +126,7 @@ def main() -> None:
     extra = c1.multiselect("Add formats", [o for o in options if o not in base], key="add",
                            bind="query-params",
                            placeholder="any format or GGUF file type, e.g. gptq-3b-g128, Q5_K_S")
-    gpus = common.gpu_multiselect()
+    gpus = gpu_multiselect()
 
     with c2:
         if spec:
@@ -159,11 +163,10 @@ def main() -> None:
                  row_height=35, height=35 * (len(rows) + 1) + 3)  # every row visible, header included
 
     stem = f"quantfit-memory-{choice.label}".replace(" ", "_").replace("/", "_")
-    with common.download_bar():
-        common.table_downloads(rows, stem=stem, key="memory_table_dl",
-                               meta={"model": choice.label, "params": choice.total_params,
-                                     "source": choice.source})
-        common.figure_downloads(fig, stem=stem, key="memory_chart_dl")
+    with download_bar():
+        table_downloads(rows, stem=stem, key="memory_table_dl",
+                        meta={"model": choice.label, "params": choice.total_params, "source": choice.source})
+        figure_downloads(fig, stem=stem, key="memory_chart_dl")
 
 
-common.run_page(main)
+run_page(main)

@@ -9,52 +9,29 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
-from app_pages.quality import (
-    DEFAULT_CTX,
-    DEFAULT_MODEL,
-    DEFAULT_TOKENS,
-    SCALES,
-    X_AXES,
-    Y_AXES,
-    RunSettings,
-    bundled_results,
-    fit_url,
-    known_format,
-    memory_url,
-    reference_rows,
-    result_row,
-    session_results,
-    size_quality_figure,
-)
-from evaluation.reference import MODEL_PRESETS, load_reference, reference_tables
+from evaluation.plan import BUNDLED_SWEEP
+from evaluation.reference import MODEL_PRESETS, reference_tables
+from ui.charts import SCALES, X_AXES, Y_AXES, size_quality_figure
+from ui.export import download_bar, figure_downloads, table_downloads
+from ui.guard import run_page
+from ui.quality_data import matching_results, reference_frame, reference_title
+from ui.rows import reference_rows, result_row
+from ui.share import fit_url, known_format, memory_url, page_title
+from ui.url_state import warn_unknown_url_value, warn_unknown_url_values
 
-# Short titles; the stems are the URL values. A table missing here shows its stem.
-TABLE_TITLES = {
-    "llamacpp_llama3_8b_scoreboard": "Llama 3 8B KLD scoreboard (llama.cpp perplexity README)",
-    "llamacpp_llama2_70b_scoreboard": "Llama 2 70B scoreboard (llama.cpp perplexity README)",
-    "llamacpp_llama2_7b_vs_llama3": "Llama 2 7B vs Llama 3 (llama.cpp perplexity README)",
-    "llamacpp_llama1_kquants": "LLaMA 7B/13B k-quants (llama.cpp PR #1684)",
-    "llamacpp_llama1_legacy": "LLaMA 7B/13B Q4_0…Q8_0 (llama.cpp README, 2023)",
-    "llamacpp_llama2_bpw": "Llama 2 bits per weight (llama.cpp quantize README; sizes only)",
-    "gptq_for_llama": "LLaMA 7B/13B RTN vs GPTQ (GPTQ-for-LLaMa README)",
-}
 Y_CHOICES = ("delta PPL %", "mean KLD", "PPL")
 CORPORA = ("wikitext-2", "ptb", "c4")
 PAGE_KEYS = ("rtables", "rcorpus", "ry", "ryscale", "rmine")
 MINE = "SmolLM2-135M, measured here"
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def reference_frame():
-    return load_reference()
-
-
 def _rows(frame, corpus: str) -> list[dict]:
-    rows = reference_rows(frame[frame["corpus"].isin([corpus, ""])])
-    for r, (_, ref) in zip(rows, frame[frame["corpus"].isin([corpus, ""])].iterrows(), strict=True):
+    """The published rows on ``corpus`` (or on none: size-only tables), each linked to its model's preset."""
+    shown = frame[frame["corpus"].isin([corpus, ""])]
+    rows = reference_rows(shown)
+    for r, model in zip(rows, shown["model"], strict=True):
         r["series"] = r["origin"]
-        preset = MODEL_PRESETS.get(ref["model"])
+        preset = MODEL_PRESETS.get(model)
         fmt = r["format"]
         r["fit_link"] = fit_url(fmt, preset) if preset and known_format(fmt) else None
         r["memory_link"] = memory_url(fmt, preset) if preset and known_format(fmt) else None
@@ -63,17 +40,9 @@ def _rows(frame, corpus: str) -> list[dict]:
 
 def _mine() -> list[dict]:
     """SmolLM2 results at the Quality page's default settings (bundled, then this session's), one per method."""
-    bundled, _ = bundled_results()
-    defaults = RunSettings(DEFAULT_MODEL, "shakespeare", DEFAULT_TOKENS, DEFAULT_CTX)
-    seen, rows = set(), []
-    for origin, results in (("bundled", bundled), ("this session", session_results())):
-        for r in results:
-            if r.method_id in seen or not defaults.matches(r):
-                continue
-            seen.add(r.method_id)
-            row = result_row(r, origin)
-            row["series"] = f"{MINE} · {row['family']}"
-            rows.append(row)
+    rows = [result_row(r, origin) for origin, r in matching_results(BUNDLED_SWEEP)]
+    for row in rows:
+        row["series"] = f"{MINE} · {row['family']}"
     return rows
 
 
@@ -98,7 +67,7 @@ _COLUMNS = {
 
 
 def main() -> None:
-    common.page_title("Published results for big models", PAGE_KEYS)
+    page_title("Published results for big models", PAGE_KEYS)
     st.caption("Size and quality numbers that llama.cpp and GPTQ-for-LLaMa published for models you cannot "
                "run on a laptop, plotted like the results measured here: ΔPPL against the same table's "
                "unquantized model, over bits per weight. Hover a point for its source; the table links it.")
@@ -106,19 +75,16 @@ def main() -> None:
     stems = reference_tables()
     c = st.columns([4, 1.4, 1.5, 1.2, 2], vertical_alignment="bottom")
     plotted = [s for s in stems if s != "llamacpp_llama2_bpw"]
-    unknown = [t for t in st.query_params.get_all("rtables") if t not in stems]
-    if unknown:
-        st.warning(f"The link asks for table(s) {', '.join(map(repr, unknown))}, which are not bundled; left "
-                   "out.", icon=":material/link_off:")
+    warn_unknown_url_values("rtables", stems, "table(s)", "the bundled tables")
     tables = c[0].multiselect("Published tables", stems, default=plotted, key="rtables", bind="query-params",
-                              help="; ".join(f"{s}: {TABLE_TITLES.get(s, s)}" for s in stems))
-    common.warn_unknown_url_value("rcorpus", CORPORA, "evaluation text")
+                              help="; ".join(f"{s}: {reference_title(s)}" for s in stems))
+    warn_unknown_url_value("rcorpus", CORPORA, "evaluation text")
     corpus = c[1].selectbox("Text", CORPORA, key="rcorpus", bind="query-params",
                             help="The GPTQ tables also report PTB and C4")
     y = c[2].selectbox("y axis", Y_CHOICES, key="ry", bind="query-params")
     y_scale = c[3].selectbox("y scale", SCALES, key="ryscale", bind="query-params")
     mine = c[4].toggle("Overlay SmolLM2 (measured here)", True, key="rmine", bind="query-params")
-    st.caption(" · ".join(f"**{s}**: {TABLE_TITLES.get(s, s)}" for s in tables))
+    st.caption(" · ".join(f"**{s}**: {reference_title(s)}" for s in tables))
 
     chosen = frame[frame["table"].isin(tables)]
     rows = _rows(chosen, corpus)
@@ -148,11 +114,10 @@ def main() -> None:
     st.dataframe(pd.DataFrame(table, columns=list(_COLUMNS)), column_config=_COLUMNS, hide_index=True,
                  key="reference_table")
     stem = f"quantfit-reference-{corpus}"
-    with common.download_bar():
-        common.table_downloads(table, stem=stem, key="reference_table_dl",
-                               meta={"tables": tables, "corpus": corpus, "y": y})
-        common.figure_downloads(fig, stem=stem, key="reference_chart_dl")
+    with download_bar():
+        table_downloads(table, stem=stem, key="reference_table_dl",
+                        meta={"tables": tables, "corpus": corpus, "y": y})
+        figure_downloads(fig, stem=stem, key="reference_chart_dl")
 
 
-if __name__ == "__main__":
-    common.run_page(main)
+run_page(main)

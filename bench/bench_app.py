@@ -69,7 +69,7 @@ def bench_reruns() -> list[tuple[str, str, tuple[float, float], tuple[float, flo
     """(page, change, cold (wall, cpu) ms, warm (wall, cpu) ms) for every change."""
     from streamlit.testing.v1 import AppTest
 
-    from app_pages.common import clear_caches
+    from ui.guard import clear_caches
 
     out = []
     for page, changes in CHANGES.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import clear_caches
+from ui.guard import clear_caches
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGES = {name: f"app_pages/{name}.py" for name in ("memory", "fit", "formats", "quality", "reference", "compare")}

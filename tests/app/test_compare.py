@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages.quality import RESULTS_DIR, X_AXES
+from evaluation.plan import RESULTS_DIR
 from evaluation.results import MAX_RESULTS_FILE_BYTES, load_results, results_document
 from tests.app.conftest import dataframe_with, no_exception, texts
+from ui.charts import X_AXES
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "app_pages" / "compare.py"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from calculator.fit import fit
-from calculator.models import load_preset
 from tests.app.conftest import dataframe_with, metric, no_exception, texts
 
 
@@ -25,12 +23,14 @@ def test_default_llama_8b_q4km_rtx4090_8k_fits(run_app):
     assert at.number_input(key="ctx").value == 8192
     assert texts(at.success) and texts(at.success)[0].startswith("**Fits** on RTX 4090")
     parts = _breakdown(at)
-    expected = fit(load_preset("llama-3.1-8b"), "Q4_K_M", "RTX 4090", 8192, 1)
-    assert parts["weights"] == expected.weight_bytes == 4_912_898_048
+    assert parts["weights"] == 4_912_898_048  # the real Q4_K_M file's tensor data
     assert parts["KV cache"] == 1_073_741_824  # 2 x 32 layers x 8 heads x 128 x 8192 x 2 bytes
-    assert parts["total"] == expected.total_bytes
+    assert parts["total"] == parts["weights"] + parts["KV cache"] + parts["runtime overhead"]
+    assert 0 < parts["runtime overhead"] < 2 * 10**9  # CUDA context + compute buffers: hundreds of MB
     assert metric(at, "Max context (tokens)") == "131,072"
-    assert metric(at, "Decode (tokens/s)") == f"~{expected.decode_tokens_per_s:,.1f}"
+    # Decode reads every weight once per token: at most 1,008 GB/s (RTX 4090) / 4.91 GB = 205 tokens/s.
+    decode = float(metric(at, "Decode (tokens/s)").lstrip("~").replace(",", ""))
+    assert 0.3 * 205 < decode < 205
     gpus = dataframe_with(at, "per_device_gb")
     assert "RTX 4090" in set(gpus["gpu"]) and "RTX 4060" in set(gpus["gpu"])
 
@@ -66,7 +66,7 @@ def test_training_modes(run_app):
     assert {"weights", "gradients", "optimizer states", "activations", "logits"} <= set(parts)
     assert metric(at, "Decode (tokens/s)") == "n/a"
     at.segmented_control(key="mode").set_value("Full fine-tune").run()
-    n = load_preset("llama-3.2-1b").total_params
+    n = 1_235_814_400  # Llama-3.2-1B's safetensors
     assert _breakdown(at)["weights"] == 6 * n  # fp32 master + 16-bit copy
 
 

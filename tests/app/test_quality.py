@@ -1,35 +1,24 @@
 """Quality page (AppTest, widgets set by key): the bundled results render, switching axes changes the
-figure, a tiny-model run from the page completes and adds points, the URL state round-trips, and a point's
-links open Memory / Will it fit? with its format. Plus the pure helpers (Pareto frontier, method plans)."""
+figure, a tiny-model run from the page completes and adds points, the share link round-trips the state,
+and a point's links open Memory / Will it fit? with its format. Run planning itself: tests/app/test_plan.py."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import clear_caches
-from app_pages.quality import (
-    DEFAULT_CTX,
-    DEFAULT_TOKENS,
-    PAGE_KEYS,
-    RESULTS_DIR,
-    X_AXES,
-    Y_AXES,
-    fit_url,
-    memory_url,
-    pareto_front,
-    plan_methods,
-)
+from evaluation.plan import RESULTS_DIR
 from evaluation.results import load_results
 from tests.app.conftest import dataframe_with, no_exception, texts
 from tests.evaluation.conftest import make_tiny_llama
+from ui.charts import X_AXES, Y_AXES
+from ui.guard import clear_caches
+from ui.share import fit_url, memory_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "app_pages/quality.py"
@@ -75,11 +64,11 @@ def traces(spec: dict) -> dict[str, dict]:
 def test_renders_bundled_results(page):
     at = page()
     clean(at)
-    # Every bundled file at the default settings, one point per method id (the page's rule).
+    # Every bundled file at the default settings (1,024 tokens in windows of 512), one point per method id.
     by_id = {}
     for path in sorted(RESULTS_DIR.glob("*.json")):
         for r in load_results(path):
-            if r.windows["max_tokens"] == DEFAULT_TOKENS and r.windows["n_ctx"] == DEFAULT_CTX:
+            if r.windows.max_tokens == 1024 and r.windows.n_ctx == 512:
                 by_id.setdefault(r.method_id, r)
     bundled = list(by_id.values())
     assert len(load_results(BUNDLED)) >= 20 and len(bundled) >= 28
@@ -104,7 +93,7 @@ def test_switching_axes_changes_the_figure(page):
     after = figure(at)
     assert after["layout"]["yaxis"]["title"]["text"] == Y_AXES["mean KLD"].label
     assert after["layout"]["yaxis"]["type"] == "log"
-    kld = {r.method_id: r.kld_mean for r in load_results(BUNDLED)}
+    kld = {r.method_id: r.quality.kld_mean for r in load_results(BUNDLED)}
     gguf = traces(after)["GGUF (llama.cpp)"]
     methods = [re.search(r"<b>(.+?)</b>", h)[1] for h in gguf["text"]]
     assert gguf["y"] == [kld[m] for m in methods]
@@ -174,15 +163,8 @@ def test_url_state_round_trips(page):
     assert at.toggle(key="qfront").value is False
     # gptq/awq x 4/2 bits; the baseline and nf4-dq are on the chart already (bundled)
     assert at.button(key="qrun").label == "Run 4 methods"
-    # The state, written back as a link the way share_url does, reopens the same page.
-    params = []
-    for key in PAGE_KEYS:
-        value = at.session_state[key] if key in at.session_state else None
-        if value is None or value == "":
-            continue
-        values = value if isinstance(value, list) else [value]
-        params += [(key, str(v).lower() if isinstance(v, bool) else str(v)) for v in values]
-    link = parse_qs(urlencode(params))
+    at.session_state["share"] = True  # open the "Copy link" popover: its link must reopen the same page
+    link = parse_qs(urlsplit(at.run().code[0].value).query)
     for key, value in query.items():
         assert link[key] == (value if isinstance(value, list) else [value]), key
     again = page(**link)
@@ -199,7 +181,7 @@ def test_point_links_open_memory_and_fit_with_the_format(page):
     clean(at)
     assert at.selectbox(key="fmt").value == "Q4_K_M"
     assert at.selectbox(key="model").value == "llama-3.1-70b"
-    query = {k: v[0] for k, v in parse_qs(urlsplit(memory_url("gptq-3b-g128")).query).items()}
+    query = {k: v[0] for k, v in parse_qs(urlsplit(memory_url("gptq-3b-g128", "llama-3.1-70b")).query).items()}
     at = page("app_pages/memory.py", **query)
     clean(at)
     assert at.multiselect(key="add").value == ["gptq-3b-g128"]
@@ -213,39 +195,3 @@ def test_pages_run_under_the_app_navigation(run_app, tmp_path, monkeypatch):
         at = run_app(name)
         clean(at)
         assert at.get("plotly_chart"), name
-
-
-def test_plan_methods():
-    assert plan_methods(["RTN", "GGUF"], [8, 4], 128) == [
-        "baseline", "rtn-8b-g128-asym", "gguf-Q8_0", "rtn-4b-g128-asym", "gguf-Q4_K_M", "gguf-Q4_0"]
-    assert plan_methods(["int kernels", "bitsandbytes"], [4, 8], 32) == [
-        "baseline", "int8", "int8-dyn", "int4-g32", "nf4", "nf4-dq", "fp4", "fp4-dq"]
-    assert plan_methods(["bitsandbytes"], [3], 64, " Q5_0, int8 ,,Q5_0") == ["baseline", "Q5_0", "int8"]
-    assert plan_methods([], [], 128) == ["baseline"]
-
-
-def test_every_planned_method_is_an_engine_method():
-    from evaluation.methods import parse_method
-
-    planned = {m for g in (32, 64, 128) for m in plan_methods(
-        ["RTN", "int kernels", "bitsandbytes", "GPTQ", "AWQ", "GGUF"], [8, 6, 5, 4, 3, 2], g)}
-    assert len(planned) == 1 + 3 * (6 + 1 + 6 + 6) + 2 + 4 + 7  # group-wise families x 3 groups, the rest
-    assert {parse_method(m).method_id for m in planned} == planned
-
-
-points_strategy = st.lists(st.tuples(st.floats(0, 20), st.floats(-5, 1e4)), min_size=1, max_size=40)
-
-
-@given(points_strategy, st.booleans())
-def test_pareto_front_is_the_set_of_undominated_points(points, lower_is_better):
-    sign = 1 if lower_is_better else -1
-    front = pareto_front(points, lower_is_better=lower_is_better)
-    xs = [points[i][0] for i in front]
-    ys = [sign * points[i][1] for i in front]
-    # Better quality as size grows along the frontier.
-    assert xs == sorted(xs) and all(a > b for a, b in zip(ys, ys[1:], strict=False))
-    for px, py in points:
-        assert any(points[i][0] <= px and sign * points[i][1] <= sign * py for i in front)
-    for i in front:
-        fx, fy = points[i][0], sign * points[i][1]
-        assert not any(x <= fx and sign * y < fy for x, y in points)

@@ -1,10 +1,12 @@
-"""Shared UI helpers: the config-in-a-link codec, table and figure exports, links that reopen a page."""
+"""The ui package: the config-in-a-link codec, table and figure exports (without touching os.environ), links
+that reopen a page, the share link, a page guard that turns errors into messages."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from urllib.parse import parse_qsl, urlsplit
 
 import plotly.graph_objects as go
@@ -12,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app_pages.common import csv_bytes, decode_config, encode_config, figure_bytes, json_bytes
 from tests.app.conftest import no_exception, texts
+from ui.export import chromium_path, csv_bytes, figure_bytes, json_bytes
+from ui.url_state import decode_config, encode_config
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
@@ -55,8 +58,24 @@ def test_html_export_is_standalone():
     html = figure_bytes(go.Figure(go.Bar(x=["fp16"], y=[140.0])), "html").decode()
     assert "<html>" in html and len(html) > 1_000_000  # plotly.js embedded: opens offline
     assert '<script src="https://cdn.plot.ly' not in html
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="figure format 'gif' is not one of png, svg, html"):
         figure_bytes(go.Figure(), "gif")
+
+
+def test_chromium_path_reads_the_environment_never_writes_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    before = dict(os.environ)
+    found = chromium_path()
+    assert found is None or os.path.exists(found)
+    assert dict(os.environ) == before
+    browser = tmp_path / "my-chromium"
+    browser.write_text("")
+    monkeypatch.setenv("BROWSER_PATH", str(browser))
+    assert chromium_path() == str(browser)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
+    assert chromium_path() is None
+    with pytest.raises(ValueError, match="PNG/SVG export needs Chromium"):
+        figure_bytes(go.Figure(), "png")
 
 
 @pytest.mark.browser
@@ -64,12 +83,15 @@ def test_png_and_svg_export_with_system_chromium():
     import kaleido
 
     fig = go.Figure(go.Bar(x=["fp16", "int4"], y=[140.0, 35.0]))
+    before = dict(os.environ)
     try:
         png, svg = figure_bytes(fig, "png"), figure_bytes(fig, "svg")
     finally:
         kaleido.stop_sync_server(silence_warnings=True)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png[16:24] == (2400).to_bytes(4, "big") + (1200).to_bytes(4, "big")  # IHDR: 1200 x 600 at scale 2
     assert b"<svg" in svg[:500]
+    assert dict(os.environ) == before  # the browser path went to kaleido as an argument
 
 
 def test_share_link_reopens_the_same_state(run_app):
@@ -92,3 +114,23 @@ def test_share_link_reopens_the_same_state(run_app):
     assert again.selectbox(key="kv").value == "q8_0"
     assert again.checkbox(key="fa").value is False
     assert texts(again.success) == texts(at.success)
+
+
+def _guarded_page(error: str) -> None:
+    """A page body that fails the way the test asks (AppTest runs this function's source as a script)."""
+    from ui.guard import run_page
+
+    def main() -> None:
+        raise (ValueError if error == "value" else RuntimeError)("context 0 must be at least 1 token")
+
+    run_page(main)
+
+
+def test_run_page_turns_errors_into_messages():
+    from streamlit.testing.v1 import AppTest
+
+    for kind, expected in [("value", "context 0 must be at least 1 token"),
+                           ("bug", "quantfit hit an internal error (RuntimeError: context 0 must be")]:
+        at = AppTest.from_function(_guarded_page, args=(kind,)).run()
+        assert not at.exception
+        assert len(at.error) == 1 and texts(at.error)[0].startswith(expected), texts(at.error)

@@ -1,0 +1,241 @@
+"""Run planning for front ends (the app's quality pages): which method ids a choice of families x bit widths
+x group size means, the settings a run and its results are keyed by, the Pareto frontier over (size,
+quality), the bundled results files, one shared prepared baseline, and a run that reports as it goes.
+
+Pure Python and free of torch at import time (``tests/app/test_structure.py`` imports it in a fresh
+interpreter and checks), so a page that only reads results never loads torch; ``run_methods`` imports
+the engine when it is called. Never streamlit: a page passes callbacks that draw.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from evaluation.results import Result, load_results
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "results"
+"""The bundled results (``python -m evaluation run --out``), shown on first launch."""
+DECODE_TOKENS = 0
+"""Decode steps timed per method in a front-end run: none, as in the bundled sweep (``--decode-tokens 0``),
+so that runs share its cache keys; decode timings of a busy CPU mislead anyway."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is, besides its methods: the model reference, the corpus and the evaluation windows.
+    ``RunSettings("smollm2-135m", "shakespeare", tokens=1024, ctx=512)``: two windows of 512 tokens."""
+
+    model: str
+    """A model reference as ``evaluation.models.resolve_model_source`` takes it (preset, folder, .gguf, Hub id)."""
+    corpus: str
+    tokens: int
+    """Evaluation tokens in all (``max_tokens``)."""
+    ctx: int
+    """Tokens per window (``n_ctx``)."""
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("the model is empty: type smollm2-135m, a model folder, a .gguf file or a Hub id")
+        for name in ("tokens", "ctx"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} {value!r} must be a positive whole number of tokens")
+        if self.tokens < self.ctx:
+            raise ValueError(f"a token budget of {self.tokens} is less than one {self.ctx}-token window: raise "
+                             "the budget or lower the context")
+
+    def matches(self, result: Result) -> bool:
+        """Whether ``result`` was measured with these settings (model reference compared case-blind)."""
+        return (
+            result.model.ref.strip().lower() == self.model.strip().lower()
+            and result.corpus.get("name") == self.corpus
+            and result.windows.n_ctx == self.ctx
+            and result.windows.max_tokens == self.tokens
+        )
+
+
+BUNDLED_SWEEP = RunSettings("smollm2-135m", "shakespeare", tokens=1024, ctx=512)
+"""The settings of ``assets/results/smollm2-135m-shakespeare-sweep.json``: a page that opens with these
+shows the bundled curves at once."""
+
+
+class PlanFamily(str, Enum):
+    """The method families a front end offers; the values are what the Quality page shows and links carry."""
+
+    RTN = "RTN"
+    """Round-to-nearest, asymmetric, one group size (simulated: quantize then dequantize)."""
+    INT_KERNELS = "int kernels"
+    """PyTorch's int8 / int8-dynamic / int4 weight-only kernels (8 and 4 bits only)."""
+    BITSANDBYTES = "bitsandbytes"
+    """NF4 and FP4, with and without double quantization (4 bits only)."""
+    GPTQ = "GPTQ"
+    AWQ = "AWQ"
+    GGUF = "GGUF"
+    """llama.cpp file types whose main tensor type has the chosen bits (``GGUF_BY_BITS``)."""
+
+
+BITS = (8, 6, 5, 4, 3, 2)
+GROUPS = (32, 64, 128)
+GGUF_BY_BITS = {8: ("Q8_0",), 6: ("Q6_K",), 5: ("Q5_K_M",), 4: ("Q4_K_M", "Q4_0"), 3: ("Q3_K_M",),
+                2: ("Q2_K",)}
+"""llama.cpp file types by their main tensor type's bits (llama-quant.cpp recipes)."""
+assert set(GGUF_BY_BITS) == set(BITS), set(GGUF_BY_BITS) ^ set(BITS)
+
+
+def plan_methods(families: Iterable[PlanFamily | str], bits: Iterable[int], group: int, extra: str = ""
+                 ) -> list[str]:
+    """Method ids for the chosen families x bit widths (a family without such a width adds nothing), then
+    the comma-separated ``extra`` ids; duplicates dropped, order kept, ``baseline`` always first.
+
+    ``plan_methods(["RTN", "GGUF"], [4], 128)`` -> ``["baseline", "rtn-4b-g128-asym", "gguf-Q4_K_M",
+    "gguf-Q4_0"]``.
+    """
+    chosen = {PlanFamily(f) for f in families}  # ValueError names an unknown family
+    widths = sorted(set(bits), reverse=True)
+    if unknown := [b for b in widths if b not in BITS]:
+        raise ValueError(f"bit width(s) {unknown} are not offered; pick from {list(BITS)}")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise ValueError(f"group size {group!r} must be a positive whole number of weights, e.g. {GROUPS}")
+    ids = ["baseline"]
+    for b in widths:
+        if PlanFamily.RTN in chosen:
+            ids.append(f"rtn-{b}b-g{group}-asym")
+        if PlanFamily.INT_KERNELS in chosen:
+            ids += {8: ["int8", "int8-dyn"], 4: [f"int4-g{group}"]}.get(b, [])
+        if PlanFamily.BITSANDBYTES in chosen and b == 4:
+            ids += ["nf4", "nf4-dq", "fp4", "fp4-dq"]
+        if PlanFamily.GPTQ in chosen:
+            ids.append(f"gptq-{b}b-g{group}")
+        if PlanFamily.AWQ in chosen:
+            ids.append(f"awq-{b}b-g{group}")
+        if PlanFamily.GGUF in chosen:
+            ids += [f"gguf-{t}" for t in GGUF_BY_BITS[b]]
+    ids += [m.strip() for m in extra.split(",") if m.strip()]
+    return list(dict.fromkeys(ids))
+
+
+def pareto_front(points: Sequence[tuple[float, float]], *, lower_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point beats on both size (x, smaller is better) and quality (y),
+    in increasing x. A tie in x keeps only the best y; equal points keep the first.
+
+    ``pareto_front([(4, 0.1), (8, 0.01), (5, 0.2)])`` -> ``[0, 1]`` ((5, 0.2) is bigger and worse than (4, 0.1)).
+    """
+    sign = 1.0 if lower_is_better else -1.0
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], sign * points[i][1], i))
+    front, best = [], math.inf
+    for i in order:
+        y = sign * points[i][1]
+        if y < best:
+            front.append(i)
+            best = y
+    return front
+
+
+def results_files(directory: Path = RESULTS_DIR) -> list[Path]:
+    """The results files in ``directory``, sorted by name."""
+    return sorted(directory.glob("*.json"))
+
+
+def read_results_files(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
+    """(every result of the files that validate, one message per file that does not): a bad file is
+    reported, not fatal, so one hand-edited file does not hide the others."""
+    results, problems = [], []
+    for path in paths:
+        try:
+            results += load_results(path)
+        except ValueError as err:
+            problems.append(str(err))
+    return results, problems
+
+
+class BaselineStore:
+    """One prepared baseline (model + its logits) per process, shared by every session of a server: the
+    expensive part of a run, computed once per key and reused. Holding a newer key frees the older one
+    first (a model and its logits can be gigabytes). Thread-safe: sessions run in threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._baseline: Any = None
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """The baseline stored under ``key``, computing it (``compute()``) if another key or none is held."""
+        with self._lock:
+            if self._key != key:
+                self._key, self._baseline = None, None  # free the old model's memory first
+                self._baseline = compute()
+                self._key = key
+            return self._baseline
+
+
+def method_ids_to_run(method_ids: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """The engine's method ids for ``method_ids`` (typed aliases normalised; a typo raises ValueError
+    naming it), without those in ``skip`` (already shown)."""
+    from evaluation.methods import parse_method
+
+    skip = set(skip)
+    return [m for m in dict.fromkeys(parse_method(i).method_id for i in method_ids) if m not in skip]
+
+
+def run_methods(
+    settings: RunSettings,
+    method_ids: Sequence[str],
+    *,
+    store: BaselineStore,
+    on_result: Callable[[Result], None],
+    progress: Callable[[str, int, int], None] | None = None,
+    on_baseline: Callable[[int, int], None] | None = None,
+    skip: Iterable[str] = (),
+) -> int:
+    """Evaluate ``method_ids`` (but not those in ``skip``) with ``settings``; returns how many were newly
+    measured. Results already in the engine's cache come back at once; the baseline comes from ``store``
+    or is computed once. Callbacks, for a page to draw with:
+
+    - ``on_result(result)`` for each result, cached or new, as soon as it exists;
+    - ``progress(method_id, windows_done, windows_total)`` while a method runs;
+    - ``on_baseline(done, total)``: (0, 0) before the baseline is loaded or fetched, then per window while
+      it is computed, then (n, n) when it is ready. Never called when every method is cached.
+    """
+    import torch
+
+    from evaluation.cli import default_cache_dir
+    from evaluation.corpus import load_corpus
+    from evaluation.models import resolve_model_source
+    from evaluation.runner import evaluate, prepare_baseline
+
+    ids = method_ids_to_run(method_ids, skip)
+    cache_dir = default_cache_dir()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = resolve_model_source(settings.model, memo_dir=cache_dir)
+    corpus = load_corpus(settings.corpus)
+    common = {"n_ctx": settings.ctx, "max_tokens": settings.tokens, "device": device, "cache_dir": cache_dir,
+              "decode_tokens": DECODE_TOKENS}
+    todo = []
+    for method_id in ids:  # should_stop=True: return the cached result, never compute
+        found = evaluate(source, corpus, [method_id], should_stop=lambda: True, **common)
+        if found:
+            if progress is not None:
+                progress(method_id, 1, 1)
+            on_result(found[0])
+        else:
+            todo.append(method_id)
+    if not todo:
+        return 0
+    report = on_baseline or (lambda done, total: None)
+    report(0, 0)
+
+    def compute():
+        return prepare_baseline(source, corpus, n_ctx=settings.ctx, max_tokens=settings.tokens, device=device,
+                                progress=lambda _, done, total: report(done, total))
+
+    key = (source.kind, source.model_id, source.sha256, corpus.sha256, settings.ctx, settings.tokens, device)
+    baseline = store.get(key, compute)
+    report(len(baseline.log_probs), len(baseline.log_probs))
+    done = evaluate(None, None, todo, baseline=baseline, progress=progress, on_result=on_result, **common)
+    return len(done)

@@ -1,0 +1,79 @@
+"""The app's shape, checked: a page never imports another page (pages draw; shared parts live in ui/ and
+the libraries), and the Memory page with every ui/ module loads without torch (the evaluation engine loads
+torch only when a quality run starts)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted((ROOT / "app_pages").glob("*.py"))
+UI = sorted((ROOT / "ui").glob("*.py"))
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for every import in ``path``; a relative import shows as ``.`` + its module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, "." * node.level + (node.module or "")))
+    return found
+
+
+def test_the_pages_are_the_ones_app_py_lists():
+    listed = {node.value for node in ast.walk(ast.parse((ROOT / "app.py").read_text()))
+              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py")}
+    assert listed == {f"app_pages/{p.name}" for p in PAGES}
+
+
+def test_no_page_imports_a_page():
+    offending = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+                 for path in [*PAGES, *UI, ROOT / "app.py"]
+                 for line, module in imported_modules(path)
+                 if module.split(".")[0] == "app_pages" or module.startswith(".")]
+    assert not offending, "pages draw; move shared code to ui/ or a library:\n" + "\n".join(offending)
+
+
+def test_the_import_check_sees_page_imports(tmp_path):
+    """The check above is not vacuous: it finds each way of importing a page."""
+    page = tmp_path / "p.py"
+    page.write_text("import app_pages.quality\nfrom app_pages import common\nfrom .quality import X\n")
+    assert imported_modules(page) == [(1, "app_pages.quality"), (2, "app_pages"), (3, ".quality")]
+
+
+def test_no_ui_module_imports_torch_at_top_level():
+    offending = [f"{path.name}:{line} imports {module}" for path in UI for line, module in imported_modules(path)
+                 if module.split(".")[0] in ("torch", "transformers")
+                 or module in ("evaluation.runner", "evaluation.methods", "evaluation.models")]
+    assert not offending, offending
+
+
+# Run in a fresh interpreter: this test process has imported torch already (other tests).
+_PROBE = """
+import importlib, json, pkgutil, sys
+import ui
+for info in pkgutil.iter_modules(ui.__path__):
+    importlib.import_module(f"ui.{info.name}")
+import evaluation.plan
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=120)
+at.switch_page("app_pages/memory.py")
+at.run()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+print(json.dumps({"exception": [str(e.value) for e in at.exception], "metrics": len(at.metric),
+                  "heavy": heavy[:10]}))
+"""
+
+
+def test_memory_page_and_ui_do_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["exception"] == [] and report["metrics"] == 4  # the page really ran: parameters + 3 sizes
+    assert report["heavy"] == [], f"importing ui/ or running the Memory page loaded {report['heavy']}"

@@ -1,0 +1,96 @@
+"""The data the quality pages (Quality, Reference results, Compare & share) share, cached for Streamlit:
+the bundled results files, this session's results, the published reference tables, and the one prepared
+baseline a server keeps between runs. The reading itself is ``evaluation.plan`` / ``evaluation.reference``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from evaluation.plan import RESULTS_DIR, BaselineStore, RunSettings, read_results_files, results_files
+from evaluation.reference import load_reference
+from evaluation.results import Result, load_results
+
+SESSION_RESULTS = "quality_results"
+"""``st.session_state`` key of this session's results ({result key: Result})."""
+
+REFERENCE_TITLES = {
+    "llamacpp_llama3_8b_scoreboard": "Llama 3 8B KLD scoreboard (llama.cpp perplexity README)",
+    "llamacpp_llama2_70b_scoreboard": "Llama 2 70B scoreboard (llama.cpp perplexity README)",
+    "llamacpp_llama2_7b_vs_llama3": "Llama 2 7B vs Llama 3 (llama.cpp perplexity README)",
+    "llamacpp_llama1_kquants": "LLaMA 7B/13B k-quants (llama.cpp PR #1684)",
+    "llamacpp_llama1_legacy": "LLaMA 7B/13B Q4_0…Q8_0 (llama.cpp README, 2023)",
+    "llamacpp_llama2_bpw": "Llama 2 bits per weight (llama.cpp quantize README; sizes only)",
+    "gptq_for_llama": "LLaMA 7B/13B RTN vs GPTQ (GPTQ-for-LLaMa README)",
+}
+"""Short titles of the bundled published tables; the stems are the URL values. A table missing here shows
+its stem."""
+
+
+def reference_title(stem: str) -> str:
+    return REFERENCE_TITLES.get(stem, stem)
+
+
+def bundled_results(directory: Path = RESULTS_DIR) -> tuple[list[Result], list[str]]:
+    """Every results file in ``directory`` ((results, problems)); a bad file is reported, not fatal.
+    Cached by the files' names, sizes and modification times, so a rewritten file is read again."""
+    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in results_files(directory))
+    return _read_bundled(files)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _read_bundled(files: tuple[tuple[str, int, int], ...]) -> tuple[list[Result], list[str]]:
+    return read_results_files(path for path, _, _ in files)
+
+
+def bundled_files(directory: Path = RESULTS_DIR) -> list[str]:
+    """The bundled results files' stems (the Compare page's URL values)."""
+    return [p.stem for p in results_files(directory)]
+
+
+def bundled_file(stem: str, directory: Path = RESULTS_DIR) -> list[Result]:
+    """One bundled file, validated; cached until the file changes (ValueError if it does not validate)."""
+    path = directory / f"{stem}.json"
+    return _read_file(str(path), path.stat().st_mtime_ns)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _read_file(path: str, mtime_ns: int) -> list[Result]:
+    return load_results(path)
+
+
+def session_results() -> list[Result]:
+    """The results run on the Quality page in this browser session, in the order they finished."""
+    return list(st.session_state.get(SESSION_RESULTS, {}).values())
+
+
+def keep_result(result: Result) -> None:
+    """Add a result to this session's (a later one with the same key replaces it)."""
+    st.session_state.setdefault(SESSION_RESULTS, {})[result.key] = result
+
+
+def matching_results(settings: RunSettings) -> list[tuple[str, Result]]:
+    """(origin, result) measured with ``settings``: the bundled files' first, then this session's; one per
+    method id (the first found), so a point is never drawn twice."""
+    bundled, _ = bundled_results()
+    found: dict[str, tuple[str, Result]] = {}
+    for origin, results in (("bundled", bundled), ("this session", session_results())):
+        for r in results:
+            if r.method_id not in found and settings.matches(r):
+                found[r.method_id] = (origin, r)
+    return list(found.values())
+
+
+@st.cache_resource(show_spinner=False)
+def baseline_store() -> BaselineStore:
+    """The server's one baseline store: a designed-to-mutate object (with a lock), so it is a cached
+    resource rather than a cached return value."""
+    return BaselineStore()
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def reference_frame():
+    """Every bundled published table (``evaluation.reference.load_reference``), one row per number."""
+    return load_reference()
