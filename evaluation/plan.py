@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from calculator.units import check_int
 from evaluation.results import Result, load_results
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "results"
@@ -42,10 +43,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if not self.model.strip():
             raise ValueError("the model is empty: type smollm2-135m, a model folder, a .gguf file or a Hub id")
-        for name in ("tokens", "ctx"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} {value!r} must be a positive whole number of tokens")
+        check_int("token budget", self.tokens, example="1024 tokens")
+        check_int("context", self.ctx, example="512 tokens per window")
         if self.tokens < self.ctx:
             raise ValueError(f"a token budget of {self.tokens} is less than one {self.ctx}-token window: raise "
                              "the budget or lower the context")
@@ -100,8 +99,7 @@ def plan_methods(families: Iterable[PlanFamily | str], bits: Iterable[int], grou
     widths = sorted(set(bits), reverse=True)
     if unknown := [b for b in widths if b not in BITS]:
         raise ValueError(f"bit width(s) {unknown} are not offered; pick from {list(BITS)}")
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
-        raise ValueError(f"group size {group!r} must be a positive whole number of weights, e.g. {GROUPS}")
+    check_int("group size", group, example="128 weights per scale")
     ids = ["baseline"]
     for b in widths:
         if PlanFamily.RTN in chosen:
@@ -205,37 +203,34 @@ def run_methods(
     import torch
 
     from evaluation.cli import default_cache_dir
-    from evaluation.corpus import load_corpus
-    from evaluation.models import resolve_model_source
-    from evaluation.runner import evaluate, prepare_baseline
+    from evaluation.options import EvaluateOptions
+    from evaluation.runner import cached_result, evaluate
+    from evaluation.scoring import prepare_baseline, resolve
 
     ids = method_ids_to_run(method_ids, skip)
-    cache_dir = default_cache_dir()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    source = resolve_model_source(settings.model, memo_dir=cache_dir)
-    corpus = load_corpus(settings.corpus)
-    common = {"n_ctx": settings.ctx, "max_tokens": settings.tokens, "device": device, "cache_dir": cache_dir,
-              "decode_tokens": DECODE_TOKENS}
+    options = EvaluateOptions(n_ctx=settings.ctx, max_tokens=settings.tokens, cache_dir=default_cache_dir(),
+                              device="cuda" if torch.cuda.is_available() else "cpu", decode_tokens=DECODE_TOKENS)
+    source, corpus = resolve(settings.model, settings.corpus, options)
     todo = []
-    for method_id in ids:  # should_stop=True: return the cached result, never compute
-        found = evaluate(source, corpus, [method_id], should_stop=lambda: True, **common)
-        if found:
-            if progress is not None:
-                progress(method_id, 1, 1)
-            on_result(found[0])
-        else:
+    for method_id in ids:
+        found = cached_result(source, corpus, method_id, options)  # loads no model
+        if found is None:
             todo.append(method_id)
+            continue
+        if progress is not None:
+            progress(method_id, found.windows.n_windows, found.windows.n_windows)
+        on_result(found)
     if not todo:
         return 0
     report = on_baseline or (lambda done, total: None)
     report(0, 0)
 
     def compute():
-        return prepare_baseline(source, corpus, n_ctx=settings.ctx, max_tokens=settings.tokens, device=device,
-                                progress=lambda _, done, total: report(done, total))
+        return prepare_baseline(source, corpus, options, progress=lambda _, done, total: report(done, total))
 
-    key = (source.kind, source.model_id, source.sha256, corpus.sha256, settings.ctx, settings.tokens, device)
+    key = (source.kind, source.model_id, source.sha256, corpus.sha256, settings.ctx, settings.tokens,
+           options.device.type)
     baseline = store.get(key, compute)
-    report(len(baseline.log_probs), len(baseline.log_probs))
-    done = evaluate(None, None, todo, baseline=baseline, progress=progress, on_result=on_result, **common)
+    report(baseline.windows.n_windows, baseline.windows.n_windows)
+    done = evaluate(None, None, todo, options, baseline=baseline, progress=progress, on_result=on_result)
     return len(done)

@@ -39,7 +39,7 @@ def test_plan_methods_rejects_what_is_not_offered():
         plan_methods(["QAT"], [4], 128)
     with pytest.raises(ValueError, match=r"bit width\(s\) \[7\] are not offered"):
         plan_methods(["RTN"], [7, 4], 128)
-    with pytest.raises(ValueError, match="group size 0 must be a positive whole number"):
+    with pytest.raises(ValueError, match="group size 0 must be a whole number >= 1"):
         plan_methods(["RTN"], [4], 0)
 
 
@@ -57,9 +57,9 @@ def test_run_settings_say_what_to_fix():
         RunSettings("  ", "shakespeare", 1024, 512)
     with pytest.raises(ValueError, match="a token budget of 256 is less than one 512-token window"):
         RunSettings("smollm2-135m", "shakespeare", 256, 512)
-    with pytest.raises(ValueError, match="ctx 0 must be a positive whole number of tokens"):
+    with pytest.raises(ValueError, match="context 0 must be a whole number >= 1"):
         RunSettings("smollm2-135m", "shakespeare", 256, 0)
-    with pytest.raises(ValueError, match="tokens 1024.0 must be a positive whole number"):
+    with pytest.raises(ValueError, match="token budget 1024.0 must be a whole number >= 1"):
         RunSettings("smollm2-135m", "shakespeare", 1024.0, 512)
 
 

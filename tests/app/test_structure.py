@@ -62,18 +62,36 @@ for info in pkgutil.iter_modules(ui.__path__):
     importlib.import_module(f"ui.{info.name}")
 import evaluation.plan
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file("app.py", default_timeout=120)
-at.switch_page("app_pages/memory.py")
-at.run()
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
-print(json.dumps({"exception": [str(e.value) for e in at.exception], "metrics": len(at.metric),
-                  "heavy": heavy[:10]}))
+report = {}
+for page in sys.argv[1:]:
+    at = AppTest.from_file("app.py", default_timeout=120)
+    at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+    report[page] = {"exception": [str(e.value) for e in at.exception], "metrics": len(at.metric),
+                    "charts": len(at.get("plotly_chart")), "heavy": heavy[:10]}
+print(json.dumps(report))
 """
 
 
-def test_memory_page_and_ui_do_not_import_torch():
-    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _first_render(*pages: str) -> dict:
+    """Import every ui module, then render ``pages`` under app.py in one fresh interpreter, in order."""
+    done = subprocess.run([sys.executable, "-c", _PROBE, *pages], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["exception"] == [] and report["metrics"] == 4  # the page really ran: parameters + 3 sizes
-    assert report["heavy"] == [], f"importing ui/ or running the Memory page loaded {report['heavy']}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_memory_page_and_ui_do_not_import_torch():
+    memory = _first_render("memory")["memory"]
+    assert memory["exception"] == [] and memory["metrics"] == 4  # the page really ran: parameters + 3 sizes
+    assert memory["heavy"] == [], f"importing ui/ or running the Memory page loaded {memory['heavy']}"
+
+
+def test_no_page_loads_torch_before_a_run():
+    """Torch loads when the Quality page's Run is pressed, not when a page (charts included) is drawn."""
+    report = _first_render("quality", "reference", "compare", "formats", "fit")
+    for page, seen in report.items():
+        assert seen["exception"] == [], (page, seen["exception"])
+        assert seen["heavy"] == [], f"drawing the {page} page loaded {seen['heavy']}"
+    assert all(report[p]["charts"] for p in ("quality", "reference", "compare", "fit"))
