@@ -10,20 +10,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from calculator import units
-from calculator.fit import (
-    DECODE_BANDWIDTH_EFFICIENCY,
-    PREFILL_COMPUTE_EFFICIENCY,
-    FitResult,
-    Verdict,
-    as_setup,
-    best_format,
-    fit,
-    gpus_that_fit,
-)
+from calculator.fit import FitOptions, FitResult, Verdict, as_setup, fit
 from calculator.formats import FORMATS
 from calculator.gguf_recipes import FILE_TYPES
 from calculator.hardware import GpuSetup, GpuSpec
 from calculator.runtime import DEFAULT_UBATCH, CacheType
+from calculator.search import best_format, gpus_that_fit
+from calculator.speed import DECODE_BANDWIDTH_EFFICIENCY, PREFILL_COMPUTE_EFFICIENCY
 from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, TrainingMode
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
@@ -71,13 +64,13 @@ def _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes):
 def evaluate(ref: tuple[str, str], fmt: str, gpu: GpuSpec, n_gpus: int, context: int, batch: int,
              cpu_ram_bytes: int | None, options: tuple[tuple[str, object], ...]
              ) -> tuple[FitResult, tuple[FitResult, ...]]:
-    """(fit, gpus_that_fit) for one set of inputs (``options``: fit's keyword options). A plain tuple of
+    """(fit, gpus_that_fit) for one set of inputs (``options``: FitOptions fields as pairs). A plain tuple of
     calculator dataclasses: st.cache_data pickles it, and a class defined in a page script (run as
     ``__main__``) would not unpickle."""
     spec, setup = _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes)
-    kw = dict(options)
-    result = fit(spec, fmt, setup, context, batch, **kw)
-    fitting = gpus_that_fit(spec, fmt, context, batch, count=n_gpus, cpu_ram_bytes=cpu_ram_bytes, **kw)
+    opts = FitOptions(**dict(options))
+    result = fit(spec, fmt, setup, context, batch, options=opts)
+    fitting = gpus_that_fit(spec, fmt, context, batch, options=opts, count=n_gpus, cpu_ram_bytes=cpu_ram_bytes)
     return result, tuple(fitting)
 
 
@@ -87,7 +80,7 @@ def evaluate_best(ref: tuple[str, str], fmt: str, gpu: GpuSpec, n_gpus: int, con
     """best_format for the same inputs. Separate because it sizes ~30 formats (a GGUF recipe replay
     each, ~0.5 s for a 405B model the first time): the page draws everything else first."""
     spec, setup = _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes)
-    return best_format(spec, setup, context, batch, **dict(options))
+    return best_format(spec, setup, context, batch, options=FitOptions(**dict(options)))
 
 
 def _verdict(r: FitResult, setup: GpuSetup) -> None:
@@ -227,7 +220,7 @@ def main() -> None:
     if r.decode_tokens_per_s is not None:
         m[2].metric("Decode (tokens/s)", f"~{r.decode_tokens_per_s:,.1f}", border=True,
                     help=f"Memory-bandwidth roofline × {DECODE_BANDWIDTH_EFFICIENCY} efficiency "
-                         "(calculator.fit cites the llama.cpp measurements)")
+                         "(calculator.speed cites the llama.cpp measurements)")
     else:
         m[2].metric("Decode (tokens/s)", "n/a", border=True,
                     help="Not estimated: training mode, no bandwidth for this GPU, or it does not fit")

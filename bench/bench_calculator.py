@@ -8,14 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from calculator.formats import FORMATS  # noqa: E402
-from calculator.gguf_recipes import FILE_TYPES  # noqa: E402
-from calculator.memory import weight_memory  # noqa: E402
-from calculator.models import list_presets, load_preset  # noqa: E402
+from calculator.formats import FORMATS
+from calculator.gguf_recipes import FILE_TYPES
+from calculator.memory import weight_memory
+from calculator.models import list_presets, load_preset
 
 
 def grid() -> tuple[int, int]:

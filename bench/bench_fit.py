@@ -2,23 +2,20 @@
 
 Run: ``.venv/bin/python bench/bench_fit.py`` (``--formats`` to change the list, ``--no-max-context`` to
 skip the per-combination max-context search). Weight bytes per (model, format) are computed once
-(``calculator.memory.weight_memory``, GGUF recipes replayed tensor by tensor) and timed separately, as
-they are the lead's code and the app caches them; the fit logic itself is then timed over the grid.
+(``calculator.memory.weight_facts``: ``weight_memory`` with GGUF recipes replayed tensor by tensor, split
+per block) and timed separately, as the app caches them; the fit logic itself is then timed over the grid.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from calculator.fit import _weight_facts, fit  # noqa: E402
-from calculator.hardware import catalogue  # noqa: E402
-from calculator.models import list_presets, load_preset  # noqa: E402
+from calculator.fit import fit
+from calculator.hardware import catalogue
+from calculator.memory import weight_facts
+from calculator.models import list_presets, load_preset
 
 DEFAULT_FORMATS = (
     "fp16",
@@ -59,7 +56,7 @@ def main() -> None:
     for spec in specs:
         for fmt in formats:
             try:
-                _weight_facts(spec, fmt)
+                weight_facts(spec, fmt)
                 pairs.append((spec, fmt))
             except ValueError:
                 pass  # e.g. a block format whose block does not divide this model's rows

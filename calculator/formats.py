@@ -35,6 +35,8 @@ from fractions import Fraction
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from calculator.units import ceil_div, check_int
+
 
 class Family(str, Enum):
     """Format families, in the order the app lists them."""
@@ -59,13 +61,11 @@ class Family(str, Enum):
     """A llama.cpp tensor type (not a file type; Q4_K_M is a recipe, see gguf_recipes)."""
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _rows_and_length(shape: tuple[int, ...]) -> tuple[int, int]:
-    if not shape or any((not isinstance(d, int)) or d <= 0 for d in shape):
-        raise ValueError(f"tensor shape {shape!r} must be a non-empty tuple of positive ints")
+    if not shape:
+        raise ValueError(f"tensor shape {shape!r} must be a non-empty tuple of dimensions, e.g. (4096, 4096)")
+    for d in shape:
+        check_int(f"tensor shape {shape!r}: dimension", d)
     return math.prod(shape[:-1]), shape[-1]
 
 
@@ -127,11 +127,11 @@ class Format:
         bits = self.code_bits * numel + self.tensor_bits + self.column_bits * length
         if self.group_size is not None:
             if self.flat_groups:
-                n_groups = _ceil_div(numel, self.group_size)
+                n_groups = ceil_div(numel, self.group_size)
             elif self.group_size == 0:
                 n_groups = rows
             else:
-                n_groups = rows * _ceil_div(length, self.group_size)
+                n_groups = rows * ceil_div(length, self.group_size)
             bits += n_groups * self.group_bits
         return math.ceil(bits / 8)
 

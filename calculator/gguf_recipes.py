@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, LlamaFileType
 
+from calculator.units import ceil_div
+
 if TYPE_CHECKING:
     from calculator.models import ModelSpec
 
@@ -627,7 +629,7 @@ class GGUFFile:
     def padded_tensor_data_bytes(self) -> int:
         """Tensor data as laid out in the file: each tensor padded to GGUF_DEFAULT_ALIGNMENT bytes."""
         a = GGUF_DEFAULT_ALIGNMENT
-        return sum(-(-n // a) * a for _, _, n in self.tensor_types)
+        return sum(ceil_div(n, a) * a for _, _, n in self.tensor_types)
 
 
 def _replay(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:

@@ -21,11 +21,11 @@ import functools
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
 
 from calculator import units
+from calculator.paths import ASSETS_DIR
 
-CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "assets" / "gpus.csv"
+CATALOGUE_PATH = ASSETS_DIR / "gpus.csv"
 
 UNIFIED_MEMORY_USABLE_FRACTION = 0.75
 """Default share of a unified-memory machine's RAM the GPU may use (see module docstring)."""
@@ -69,14 +69,7 @@ class GpuSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.memory_bytes, bool)
-            or not isinstance(self.memory_bytes, int)
-            or self.memory_bytes <= 0
-        ):
-            raise ValueError(
-                f"GPU {self.name!r}: memory {self.memory_bytes!r} must be a positive number of bytes"
-            )
+        units.check_int(f"GPU {self.name!r}: memory bytes", self.memory_bytes, example="24_000_000_000 for 24 GB")
         for label, value in (
             ("bandwidth", self.bandwidth_gb_per_s),
             ("fp16 TFLOPS", self.fp16_tflops),
@@ -127,12 +120,9 @@ class GpuSetup:
     cpu_bandwidth_gb_per_s: float = DEFAULT_CPU_BANDWIDTH_GB_PER_S
 
     def __post_init__(self) -> None:
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ValueError(f"GPU count {self.count!r} must be a whole number >= 1 (e.g. --gpus 2)")
-        if self.cpu_ram_bytes is not None and (
-            isinstance(self.cpu_ram_bytes, bool) or self.cpu_ram_bytes < 0
-        ):
-            raise ValueError(f"CPU RAM {self.cpu_ram_bytes!r} must be a non-negative number of bytes")
+        units.check_int("GPU count", self.count, example="--gpus 2")
+        if self.cpu_ram_bytes is not None:
+            units.check_int("CPU RAM bytes", self.cpu_ram_bytes, low=0, example="64_000_000_000 for 64 GB")
         if not self.cpu_bandwidth_gb_per_s > 0:
             raise ValueError(f"CPU bandwidth {self.cpu_bandwidth_gb_per_s!r} GB/s must be positive")
 

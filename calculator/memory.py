@@ -132,12 +132,10 @@ def weight_memory(
     spec = spec_or_params
     if spec.arch == "params-only":
         return weight_memory(spec.total_params, fmt, quantize_embeddings=quantize_embeddings)
-    key = ("weight_memory", fmt, quantize_embeddings)
-    if key not in spec.memo:  # specs are immutable: sweeps over formats x presets reuse answers
-        spec.memo[key] = _spec_weight_memory(spec, fmt, quantize_embeddings)
-    return spec.memo[key]
+    return _spec_weight_memory(spec, fmt, quantize_embeddings)
 
 
+@functools.lru_cache(maxsize=16384)  # a sweep: ~40 presets x ~190 formats and file types, all kept
 def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings: bool | None) -> WeightMemory:
     if isinstance(fmt, str) and _is_file_type(fmt):
         from calculator.gguf_recipes import gguf_file
@@ -171,3 +169,46 @@ def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings:
 @functools.lru_cache(maxsize=65536)
 def _tensor_bytes(fmt: Format, shape: tuple[int, ...]) -> int:
     return fmt.tensor_bytes(shape)
+
+
+@dataclass(frozen=True)
+class WeightFacts:
+    """A model's weight bytes in one format split the way placement and speed need them.
+
+    ``layer_bytes[i]`` moves with block ``i`` when llama.cpp offloads it; ``nonrepeating_bytes`` (token
+    embedding, output, final norm) stays with the host under offload. ``*_read_bytes`` are what one decode
+    step reads: routed experts ``n_experts_used / n_experts`` of theirs, a token or position embedding one
+    row (counted as 0) unless it is tied to the output matrix.
+    """
+
+    format: str
+    total_bytes: int
+    layer_bytes: tuple[int, ...]
+    nonrepeating_bytes: int
+    layer_read_bytes: tuple[float, ...]
+    nonrepeating_read_bytes: int
+
+
+@functools.lru_cache(maxsize=16384)
+def weight_facts(spec: ModelSpec, fmt: str) -> WeightFacts:
+    """``weight_memory(spec, fmt)`` summed per block, with the bytes a decode step reads (see WeightFacts)."""
+    wm = weight_memory(spec, fmt)
+    tensors = {t.name: t for t in spec.tensors}
+    per_layer = [0] * spec.n_layers
+    read = [0.0] * spec.n_layers
+    nonrep = nonrep_read = 0
+    for t in wm.tensors:
+        ts = tensors[t.name]
+        if ts.role.endswith("_exps") and spec.n_experts:
+            reads = t.bytes * spec.n_experts_used / spec.n_experts
+        elif ts.role == "position_embd" or (ts.role == "token_embd" and not spec.tie_word_embeddings):
+            reads = 0  # a lookup reads one row per token
+        else:
+            reads = t.bytes
+        if ts.layer is None:
+            nonrep += t.bytes
+            nonrep_read += reads
+        else:
+            per_layer[ts.layer] += t.bytes
+            read[ts.layer] += reads
+    return WeightFacts(wm.format, wm.total_bytes, tuple(per_layer), nonrep, tuple(read), round(nonrep_read))

@@ -12,6 +12,10 @@ Llama-2-7b = 6,738,415,616, Meta-Llama-3-8B = 8,030,261,248; see ``assets/preset
 Sources for the layouts: transformers ``modeling_{llama,mistral,mixtral,qwen2,qwen2_moe,qwen3,gemma,
 gemma2,gemma3,phi3,gpt2,opt,falcon,deepseek_v2,deepseek_v3}.py``; DeepSeek-V2 (arXiv 2405.04434 §2.1)
 for multi-head latent attention.
+
+Where a spec comes from: an offline preset (``assets/presets``, one JSON file each with its sources), a
+local ``config.json``, or a Hub id (``calculator.hub``, the only networked module); ``resolve_model``
+tries them in that order.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import functools
 import json
 import math
 import os
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from calculator.paths import ASSETS_DIR
+from calculator.units import check_int
+
+ASSETS = ASSETS_DIR
 PRESETS_DIR = ASSETS / "presets"
 
 
@@ -58,7 +64,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture facts and the full tensor list of one model (sizes in elements, not bytes)."""
+    """Architecture facts and the full tensor list of one model (sizes in elements, not bytes).
+
+    Per-spec results are cached one way in quantfit: ``functools.lru_cache`` on a module-level function
+    whose first argument is the spec (``memory.weight_facts``, ``runtime._layout`` ...). That is cheap
+    because the hash is computed once per spec (a 70B spec hashes ~700 tensors: ~60 us) and a hit on the
+    same object is an identity check; an equal spec rebuilt from the same config hits too.
+    """
 
     name: str
     arch: str
@@ -84,6 +96,13 @@ class ModelSpec:
     """Per layer "full" or "sliding" attention (empty: all full)."""
     source: str = ""
     config: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __hash__(self) -> int:  # the dataclass keeps an explicit __hash__ (and its field-wise __eq__)
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
 
     @functools.cached_property
     def total_params(self) -> int:
@@ -111,11 +130,6 @@ class ModelSpec:
         return self.kv_lora_rank > 0
 
     @functools.cached_property
-    def memo(self) -> dict:
-        """Per-spec memo for derived results (a spec is immutable): ``weight_memory`` keeps its answers here."""
-        return {}
-
-    @functools.cached_property
     def shape_classes(self) -> tuple[tuple[str, tuple[int, ...], int], ...]:
         """(class, shape, count) with class "vector" (1-D), "embedding" (token/position embedding,
         lm_head) or "matrix": what ``memory.weight_memory`` needs, so a format costs one size per shape."""
@@ -138,9 +152,7 @@ def _positive_int(config: dict, *keys: str, default=None) -> int:
     value = _get(config, *keys, default=default)
     if value is None:
         raise ValueError(f"config.json lacks {' / '.join(keys)}; it is needed to size the model")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"config.json field {keys[0]} = {value!r} must be a positive integer")
-    return value
+    return check_int(f"config.json field {keys[0]}", value)
 
 
 class _Builder:
@@ -488,94 +500,6 @@ def load_config_bytes(data: bytes, name: str = "uploaded config.json") -> ModelS
     return spec_from_config(config, name=name, source=name)
 
 
-# Hugging Face Hub --------------------------------------------------------------------------------------
-
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-@dataclass(frozen=True)
-class HubModel:
-    """A Hub lookup: the spec from config.json plus the checkpoint's exact counts from safetensors headers."""
-
-    spec: ModelSpec
-    repo_id: str
-    parameter_count: dict[str, int]
-    """dtype -> parameters, as stored (from ``get_safetensors_metadata``; empty if no safetensors)."""
-
-    @property
-    def checkpoint_params(self) -> int:
-        return sum(self.parameter_count.values())
-
-
-def hub_endpoint() -> str:
-    """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import)."""
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
-    """A TCP connect to the endpoint: know in seconds, not after huggingface_hub's five back-off retries."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(endpoint)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
-
-
-def load_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> HubModel:
-    """Read ``config.json`` and the safetensors headers of a Hub repo (no weight download).
-
-    Uses ``huggingface_hub``'s ``hf_hub_download`` and ``get_safetensors_metadata`` (header-only range
-    reads); honours ``HF_ENDPOINT`` and ``HF_TOKEN``. Failures become ValueErrors that say what to do.
-    """
-    from huggingface_hub import HfApi
-    from huggingface_hub import errors as hf_errors
-
-    if not _REPO_ID_RE.match(repo_id or ""):
-        raise ValueError(f"{repo_id!r} is not a Hub model id; use the form owner/name, e.g. Qwen/Qwen2.5-7B")
-    endpoint = hub_endpoint()
-    if not hub_reachable(endpoint):
-        raise ValueError(
-            f"cannot reach the Hugging Face Hub at {endpoint} (offline?); use an offline preset "
-            "(`python -m calculator models`) or a local config.json"
-        )
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        config_path = api.hf_hub_download(repo_id, "config.json", revision=revision)
-        try:
-            counts = dict(api.get_safetensors_metadata(repo_id, revision=revision).parameter_count)
-        except (hf_errors.NotASafetensorsRepoError, hf_errors.SafetensorsParsingError):
-            counts = {}
-    except hf_errors.GatedRepoError:
-        raise ValueError(
-            f"{repo_id} is gated: accept its licence on the Hub page, then log in "
-            "(`hf auth login`) or set HF_TOKEN; or pick an offline preset"
-        ) from None
-    except hf_errors.RepositoryNotFoundError:
-        raise ValueError(
-            f"Hub model {repo_id!r} was not found (or is private): check the spelling, or set HF_TOKEN "
-            "for a private repo"
-        ) from None
-    except hf_errors.RevisionNotFoundError:
-        raise ValueError(f"revision {revision!r} of {repo_id} does not exist") from None
-    except (hf_errors.EntryNotFoundError, hf_errors.RemoteEntryNotFoundError):
-        raise ValueError(f"{repo_id} has no config.json; is it a transformers model repo?") from None
-    except hf_errors.LocalEntryNotFoundError:
-        raise ValueError(
-            f"cannot reach the Hugging Face Hub to look up {repo_id} (offline?); use an offline preset "
-            "(`python -m calculator models`) or a local config.json"
-        ) from None
-    except hf_errors.HfHubHTTPError as err:
-        raise ValueError(f"the Hub answered an error for {repo_id}: {str(err).splitlines()[0]}") from None
-    spec = load_config_file(config_path)
-    spec = replace(spec, name=repo_id, source=f"Hub {repo_id} config.json")
-    return HubModel(spec, repo_id, counts)
-
-
 def resolve_model(text: str) -> ModelSpec:
     """Preset name, path to a config.json (or its folder), or a Hub id ``owner/name``, in that order."""
     text = (text or "").strip()
@@ -585,6 +509,8 @@ def resolve_model(text: str) -> ModelSpec:
         return load_preset(text.lower())
     if os.path.exists(text):
         return load_config_file(text)
-    if "/" in text and _REPO_ID_RE.match(text):
+    from calculator.hub import is_repo_id, load_hub  # here, not at the top: calculator.hub builds on this module
+
+    if is_repo_id(text):
         return load_hub(text).spec
     return load_preset(text)  # raises "unknown preset ... did you mean"

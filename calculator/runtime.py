@@ -50,10 +50,8 @@ Runtime overhead: three named, documented defaults, each changeable (no hidden x
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
 
 from calculator import units
 from calculator.formats import get_format
@@ -136,42 +134,6 @@ def parse_cache_type(value: str | CacheType) -> CacheType:
         ) from None
 
 
-_T = TypeVar("_T")
-_MEMO: dict[tuple, tuple[ModelSpec, object]] = {}
-_MEMO_LIMIT = 8192
-
-
-def spec_memo(fn: Callable[..., _T]) -> Callable[..., _T]:
-    """Cache ``fn(spec, *args)`` by the spec's identity, not its hash.
-
-    Hashing a frozen ModelSpec hashes its whole tensor tuple (~60 us for a 70B model); sweeps and
-    max-context searches call these helpers thousands of times with the same preset objects
-    (``load_preset`` returns one object per preset). The entry keeps the spec alive, so its id cannot
-    be reused while cached.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(spec: ModelSpec, *args):
-        key = (fn.__qualname__, id(spec), *args)
-        hit = _MEMO.get(key)
-        if hit is not None and hit[0] is spec:
-            return hit[1]
-        value = fn(spec, *args)
-        if len(_MEMO) >= _MEMO_LIMIT:
-            _MEMO.clear()
-        _MEMO[key] = (spec, value)
-        return value
-
-    return wrapper
-
-
-def check_count(label: str, value: int, example: str = "") -> None:
-    """ValueError naming ``label`` unless ``value`` is a whole number >= 1 (contexts, batches, ranks)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        hint = f" (e.g. {example})" if example else ""
-        raise ValueError(f"{label} {value!r} must be a whole number >= 1{hint}")
-
-
 # KV cache
 
 
@@ -188,7 +150,7 @@ class _KVLayout:
     mla: bool
 
 
-@spec_memo
+@functools.lru_cache(maxsize=4096)
 def _layout(spec: ModelSpec, cache_type: CacheType) -> _KVLayout:
     if not spec.n_layers:
         raise ValueError(
@@ -289,8 +251,8 @@ def kv_cache(
     Golden: Llama-3.1-8B (32 layers, 8 KV heads, head_dim 128), 8192 tokens, batch 1, fp16 =
     2 x 32 x 8 x 128 x 8192 x 1 x 2 = 1,073,741,824 bytes.
     """
-    check_count("context", context, "8192 tokens")
-    check_count("batch", batch, "1 sequence")
+    units.check_int("context", context, example="8192 tokens")
+    units.check_int("batch", batch, example="1 sequence")
     ct = parse_cache_type(cache_type)
     lay = _layout(spec, ct)
     sliding_tokens = min(context, lay.window) if lay.window else context
@@ -350,7 +312,7 @@ class Overhead:
         }
 
 
-@spec_memo
+@functools.lru_cache(maxsize=4096)
 def _ffn_width(spec: ModelSpec) -> int:
     """Width of the FFN activations of one token: dense intermediate, or the routed + shared experts."""
     if spec.n_experts:
@@ -392,13 +354,12 @@ def runtime_overhead(
     prompt at once, as a plain transformers ``generate`` does, so the logits term is context x vocab x 4.
     ``flash_attention=False`` adds the KQ score matrix (micro-batch x heads x cached tokens x 4 bytes).
     """
-    check_count("context", context, "8192 tokens")
-    check_count("batch", batch, "1 sequence")
+    units.check_int("context", context, example="8192 tokens")
+    units.check_int("batch", batch, example="1 sequence")
     if ubatch is not None:
-        check_count("ubatch (prompt tokens per step)", ubatch, "512")
-    for label, value in (("CUDA context bytes", cuda_context_bytes), ("extra overhead bytes", extra_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{label} {value!r} must be a whole number of bytes >= 0")
+        units.check_int("ubatch (prompt tokens per step)", ubatch, example="512")
+    units.check_int("CUDA context bytes", cuda_context_bytes, low=0, example=f"{DEFAULT_CUDA_CONTEXT_BYTES:,}")
+    units.check_int("extra overhead bytes", extra_bytes, low=0, example="0")
     step, logits, output_stage, attention, ffn = compute_stages(
         spec, context * batch, ubatch, flash_attention
     )

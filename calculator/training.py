@@ -34,16 +34,17 @@ logits with ``logits.float()`` in ``loss/loss_utils.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 from calculator.memory import weight_memory
 from calculator.models import ModelSpec
-from calculator.runtime import check_count, spec_memo
+from calculator.units import ceil_div, check_int
 
 
-@spec_memo
+@functools.lru_cache(maxsize=4096)
 def _frozen_base_bytes(spec: ModelSpec, fmt: str) -> int:
     return weight_memory(spec, fmt).total_bytes
 
@@ -144,7 +145,7 @@ def _target_roles(spec: ModelSpec, targets: tuple[str, ...]) -> set[str]:
 
 def lora_params(spec: ModelSpec, rank: int, targets: tuple[str, ...] = PEFT_DEFAULT_TARGETS) -> list[int]:
     """Trainable adapter parameters of each LoRA-wrapped tensor: ``experts x r x (in + out)``."""
-    check_count("LoRA rank", rank, "16")
+    check_int("LoRA rank", rank, example="16")
     roles = _target_roles(spec, tuple(targets))
     out = []
     for t in spec.tensors:
@@ -163,7 +164,7 @@ def _optimizer_bytes(optimizer: Optimizer, tensor_params: list[int]) -> int:
         return 0
     total = 0
     for n in tensor_params:  # two states, each uint8 + fp32 absmax per block of 256
-        total += 2 * (n + 4 * -(-n // _BNB_BLOCK)) if n >= _BNB_MIN_8BIT else 8 * n
+        total += 2 * (n + 4 * ceil_div(n, _BNB_BLOCK)) if n >= _BNB_MIN_8BIT else 8 * n
     return total
 
 
@@ -176,8 +177,8 @@ def activation_bytes(
     flash_attention: bool = True,
 ) -> int:
     """Stored activations of one micro-batch (Korthikanti et al. 2022 eq. 1; see module docstring)."""
-    check_count("sequence length", seq_len, "2048 tokens")
-    check_count("batch", batch, "1 sequence")
+    check_int("sequence length", seq_len, example="2048 tokens")
+    check_int("batch", batch, example="1 sequence")
     if not spec.n_layers:
         raise ValueError(f"model {spec.name!r} has no layer facts; activations need a config")
     s, b, h, a = seq_len, batch, spec.hidden_size, spec.n_heads
@@ -261,6 +262,14 @@ def parse_mode(value: str | TrainingMode) -> TrainingMode:
     return _enum(TrainingMode, value, "mode")
 
 
+def parse_optimizer(value: str | Optimizer) -> Optimizer:
+    return _enum(Optimizer, value, "optimizer")
+
+
+def parse_precision(value: str | Precision) -> Precision:
+    return _enum(Precision, value, "precision")
+
+
 def training_memory(
     spec: ModelSpec,
     mode: str | TrainingMode = TrainingMode.FULL,
@@ -284,8 +293,8 @@ def training_memory(
     mode = parse_mode(mode)
     if mode is TrainingMode.INFERENCE:
         raise ValueError("mode 'inference' has no training memory; use calculator.fit.fit for inference")
-    optimizer = _enum(Optimizer, optimizer, "optimizer")
-    precision = _enum(Precision, precision, "precision")
+    optimizer = parse_optimizer(optimizer)
+    precision = parse_precision(precision)
     if not spec.n_layers:
         raise ValueError(f"model {spec.name!r} has no layer facts; training memory needs a config")
     acts = activation_bytes(

@@ -1,4 +1,6 @@
-"""Units: the only place where byte counts become text and text becomes numbers.
+"""Units: the only place where byte counts become text and text becomes numbers, plus the two integer
+helpers every module shares (``check_int``, the one integer validator; ``ceil_div``, the one ceiling
+division).
 
 Inside quantfit every size is an ``int`` of bytes. Display always names its unit:
 GB = 10**9 bytes (how vendors sell memory: an "80 GB" H100), GiB = 2**30 bytes (what
@@ -25,6 +27,26 @@ _BYTE_UNITS = {
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
 }
 _BYTES_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?I?B)?\s*$", re.IGNORECASE)
+
+
+def check_int(label: str, value: object, *, low: int = 1, high: int | None = None, example: str = "") -> int:
+    """``value`` if it is a whole number in ``[low, high]``, else a ValueError naming ``label`` and the rule.
+
+    ``check_int("context", 0, example="8192 tokens")`` -> "context 0 must be a whole number >= 1 (e.g. 8192
+    tokens)". Booleans and floats are refused (``True`` is not a count, ``2.0`` came from a wrong parse).
+    ``low=0`` validates byte counts that may be empty; ``high`` bounds a choice ("bits 9 must be a whole
+    number from 2 to 8").
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        rule = f">= {low}" if high is None else f"from {low} to {high}"
+        hint = f" (e.g. {example})" if example else ""
+        raise ValueError(f"{label} {value!r} must be a whole number {rule}{hint}")
+    return value
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` in exact integer arithmetic (``a / b`` is a float and loses bytes above 2**53)."""
+    return -(-a // b)
 
 
 def parse_count(text: str | int | float) -> int:

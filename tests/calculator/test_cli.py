@@ -71,4 +71,4 @@ def test_malformed_config_file(tmp_path):
     bad.write_text('{"model_type": "llama", "hidden_size": "big"}')
     result = subprocess.run([sys.executable, "-m", "calculator", "weights", "--model", str(bad), "--format", "fp16"],
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "hidden_size = 'big' must be a positive integer" in result.stderr
+    assert result.returncode == 2 and "config.json field hidden_size 'big' must be a whole number >= 1" in result.stderr

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from calculator.models import load_hub, resolve_model
+from calculator.hub import REPO_ID_RE, is_repo_id, load_hub
+from calculator.models import resolve_model
 from tests.conftest import LLAMA_TINY_CONFIG
 
 
@@ -20,6 +21,15 @@ def test_hub_config_and_safetensors_counts(fake_hub):
     assert hub.spec.total_params == 2 * 1000 * 256 + 256 + 2 * (2 * 256 * 256 + 2 * 128 * 256 + 3 * 688 * 256 + 2 * 256)
     assert hub.spec.n_kv_heads == 2
     assert any("/resolve/" in r for r in fake_hub.requests)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("Qwen/Qwen2.5-7B", True), ("meta-llama/Llama-3.1-8B", True), ("a_b/c.d-e", True),
+     ("llama-3.1-8b", False), ("a/b/c", False), ("/abs/path", False), ("-x/y", False), ("", False)],
+)
+def test_one_definition_of_a_hub_id(text, ok):
+    assert is_repo_id(text) is ok and bool(REPO_ID_RE.match(text)) is ok
 
 
 def test_resolve_model_takes_hub_ids(fake_hub):

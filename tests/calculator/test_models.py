@@ -83,7 +83,7 @@ def test_config_file_and_errors(tmp_path):
         load_config_file(bad)
     with pytest.raises(ValueError, match="model_type 'mamba' is not supported"):
         spec_from_config({"model_type": "mamba"})
-    with pytest.raises(ValueError, match="hidden_size = -4 must be a positive integer"):
+    with pytest.raises(ValueError, match="config.json field hidden_size -4 must be a whole number >= 1"):
         spec_from_config({**LLAMA2_7B, "hidden_size": -4})
     with pytest.raises(ValueError, match="lacks num_hidden_layers"):
         spec_from_config({k: v for k, v in LLAMA2_7B.items() if k != "num_hidden_layers"})

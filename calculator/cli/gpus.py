@@ -1,0 +1,43 @@
+"""``python -m calculator gpus``: the GPU catalogue (``assets/gpus.csv``) with memory as sold (decimal GB),
+usable memory, bandwidth, FP16 TFLOPS, launch price and the source of every row (``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from calculator import units
+from calculator.cli.common import add_command, emit
+from calculator.hardware import Category, catalogue
+
+
+def run(args: argparse.Namespace) -> None:
+    gpus = [
+        g
+        for g in catalogue()
+        if (args.vendor is None or g.vendor.lower() == args.vendor.lower())
+        and (args.category is None or g.category.value == args.category)
+    ]
+    lines = [
+        f"{'name':<24} {'vendor':<7} {'memory':>9} {'usable':>9} {'GB/s':>7} "
+        f"{'FP16 TFLOPS':>11} {'price $':>8}"
+    ]
+    for g in gpus:
+        price = f"{g.price_usd:,.0f}" if g.price_usd else "-"
+        tflops = f"{g.fp16_tflops:g}" if g.fp16_tflops else "-"
+        lines.append(
+            f"{g.name:<24} {g.vendor:<7} {units.fmt_gb(g.memory_bytes, 0):>9} "
+            f"{units.fmt_gb(g.usable_bytes, 0):>9} {g.bandwidth_gb_per_s or 0:>7g} {tflops:>11} {price:>8}"
+        )
+    lines.append(f"{len(gpus)} devices; memory as sold (GB = 10^9 bytes); sources: assets/gpus.csv or --json")
+    emit(args, {"gpus": [g.to_dict() for g in gpus]}, "\n".join(lines))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "gpus", run, "the GPU catalogue with memory, bandwidth, TFLOPS and sources",
+                    "Every device in assets/gpus.csv (memory as sold, decimal GB).")
+    p.add_argument("--vendor", help="only this vendor (NVIDIA, AMD, Intel, Apple)")
+    p.add_argument(
+        "--category",
+        choices=[c.value for c in Category if c is not Category.CUSTOM],
+        help="only this category",
+    )
