@@ -4,7 +4,7 @@ peak RSS; and the same windows through a plain transformers forward, so the harn
     .venv/bin/python bench/bench_evaluation.py --model smollm2-135m --tokens 2048 \\
         --methods int8,int8-dyn,int4-g32,nf4
 
-Harness overhead: the baseline scored through ``runner.score_model`` (forward + log-softmax, KLD and
+Harness overhead: the baseline scored through ``scoring.score_model`` (forward + log-softmax, KLD and
 agreement against the stored baseline logits) against ``model(input_ids)`` alone on the same windows;
 the best of ``--repeats`` runs of each, alternated. Goal: harness >= 0.95 x plain. Sizes: MB = 10^6 bytes.
 """
@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from evaluation import runner  # noqa: E402
-from evaluation.methods import parse_methods  # noqa: E402
+from evaluation import runner, scoring
+from evaluation.methods import parse_methods
+from evaluation.options import EvaluateOptions
 
 
-def plain_forward(baseline: runner.Baseline) -> None:
+def plain_forward(baseline: scoring.Baseline) -> None:
     """``model(input_ids=window)`` over every window: nothing else."""
     with torch.inference_mode():
         for i in range(baseline.windows.n_windows):
@@ -56,28 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    baseline = runner.prepare_baseline(
-        args.model, args.corpus, n_ctx=args.ctx, max_tokens=args.tokens, device=args.device, dtype=args.dtype
+    options = EvaluateOptions(
+        n_ctx=args.ctx, max_tokens=args.tokens, device=args.device, dtype=args.dtype, decode_tokens=args.decode_tokens
     )
+    baseline = scoring.prepare_baseline(args.model, args.corpus, options)
     n_tokens = baseline.windows.n_windows * baseline.windows.n_ctx
     plain, harness = [], []
     for _ in range(args.repeats):
         plain.append(timed(lambda: plain_forward(baseline)))
-        harness.append(timed(lambda: runner.score_model(baseline, baseline.model)))
+        harness.append(timed(lambda: scoring.score_model(baseline, baseline.model)))
     plain_tps, harness_tps = n_tokens / min(w for w, _ in plain), n_tokens / min(w for w, _ in harness)
     cpu_ratio = min(c for _, c in plain) / min(c for _, c in harness)
 
-    results = runner.evaluate(
-        None,
-        None,
-        ["baseline", *parse_methods(args.methods)],
-        n_ctx=args.ctx,
-        max_tokens=args.tokens,
-        device=args.device,
-        dtype=args.dtype,
-        baseline=baseline,
-        decode_tokens=args.decode_tokens,
-    )
+    results = runner.evaluate(None, None, ["baseline", *parse_methods(args.methods)], options, baseline=baseline)
     base_decode = results[0].decode_ms_per_token
     env = results[0].env
     print(

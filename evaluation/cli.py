@@ -42,15 +42,16 @@ def format_table(results) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in results:
+        q = r.quality
         off = r.predicted_error_pct
         decode = "-" if r.decode_ms_per_token is None else f"{r.decode_ms_per_token:.1f}"
         bpw = "-" if r.bits_per_weight is None else f"{r.bits_per_weight:.2f}"
         lines.append(
             f"{r.method_id:<18} {bpw:>6} {_mb(r.measured_bytes):>8} {_mb(r.predicted_bytes):>8} "
-            f"{'-' if off is None else f'{off:+.2f}':>6} {r.ppl:>9.3f} {r.ppl_err:>6.3f} "
-            f"{r.delta_ppl_pct:>+7.2f} {r.kld_mean:>8.5f} {r.kld_percentiles.get('99', float('nan')):>7.4f} "
-            f"{100 * r.top1_agreement:>6.2f} "
-            f"{100 * r.rms_dp:>7.3f} {r.tokens_per_s:>7.0f} {decode:>7}"
+            f"{'-' if off is None else f'{off:+.2f}':>6} {q.ppl:>9.3f} {q.ppl_err:>6.3f} "
+            f"{q.delta_ppl_pct:>+7.2f} {q.kld_mean:>8.5f} {q.kld_percentiles.get('99', float('nan')):>7.4f} "
+            f"{100 * q.top1_agreement:>6.2f} "
+            f"{100 * q.rms_dp:>7.3f} {r.tokens_per_s:>7.0f} {decode:>7}"
         )
     return "\n".join(lines)
 
@@ -62,9 +63,9 @@ def format_context(results) -> str:
     r = results[0]
     w, env = r.windows, r.env
     lines = [
-        f"model {r.model['id']} ({r.model['kind']}, {r.model.get('dtype')}), corpus {r.corpus['name']} "
-        f"sha256 {r.corpus['sha256'][:12]}, {w['n_windows']} windows x {w['n_ctx']} tokens, scoring "
-        f"{w['scoring']} ({w['scored_tokens']} tokens scored); {env['device']} {env.get('device_name', '')}, "
+        f"model {r.model.id} ({r.model.kind}, {r.model.dtype}), corpus {r.corpus['name']} "
+        f"sha256 {r.corpus['sha256'][:12]}, {w.n_windows} windows x {w.n_ctx} tokens, scoring "
+        f"{w.scoring} ({w.scored_tokens} tokens scored); {env['device']} {env.get('device_name', '')}, "
         f"{env.get('threads')} threads, torch {env['torch']}, transformers {env['transformers']}",
         "bits/w: measured bytes of the re-stored matrices x 8 / their weights; MB = 10^6 bytes; off%: "
         "measured "
@@ -112,17 +113,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from evaluation.methods import BaselineConfig, parse_methods
+    from evaluation.options import DEFAULT_CALIBRATION_SAMPLES, EvaluateOptions
     from evaluation.results import save_results
     from evaluation.runner import evaluate
 
     if args.calibration_samples is not None and args.calibration_samples < 1:
         raise ValueError(f"--calibration-samples {args.calibration_samples} must be at least 1 (e.g. 4)")
+    options = EvaluateOptions(
+        n_ctx=args.ctx,
+        max_tokens=args.tokens,
+        scoring=args.scoring,
+        device=args.device,
+        dtype=args.dtype,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        decode_tokens=args.decode_tokens,
+        calibration_samples=args.calibration_samples or DEFAULT_CALIBRATION_SAMPLES,
+    )
     configs = parse_methods(args.methods)
     if not any(isinstance(c, BaselineConfig) for c in configs):
         configs.insert(0, BaselineConfig())  # the reference row: costs no extra pass over the windows
     if args.threads:
         torch.set_num_threads(args.threads)
-    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     done = []
     out = Path(args.out) if args.out else None
 
@@ -132,29 +143,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             save_results(out, done)
         if not args.quiet:
             print(
-                f"{result.method_id}: PPL {result.ppl:.3f} ({result.delta_ppl_pct:+.2f}%), "
-                f"KLD {result.kld_mean:.5f}, "
+                f"{result.method_id}: PPL {result.quality.ppl:.3f} ({result.quality.delta_ppl_pct:+.2f}%), "
+                f"KLD {result.quality.kld_mean:.5f}, "
                 f"{_mb(result.measured_bytes)} MB",
                 file=sys.stderr,
             )
 
     bars = _Bars(not args.quiet)
     try:
-        evaluate(
-            args.model,
-            args.corpus,
-            configs,
-            n_ctx=args.ctx,
-            max_tokens=args.tokens,
-            scoring=args.scoring,
-            device=args.device,
-            dtype=args.dtype,
-            cache_dir=cache_dir,
-            progress=bars,
-            decode_tokens=args.decode_tokens,
-            **({} if args.calibration_samples is None else {"calibration_samples": args.calibration_samples}),
-            on_result=keep,
-        )
+        evaluate(args.model, args.corpus, configs, options, progress=bars, on_result=keep)
     except KeyboardInterrupt:
         bars.close()
         where = f" in {out}" if out and done else ""
@@ -177,7 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from evaluation.methods import available_methods, method_description, method_family, nominal_bits
+    from evaluation.methods import available_methods, nominal_bits
 
     rows = []
     for config in available_methods():
@@ -186,11 +183,11 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "method": config.method_id,
-                "family": method_family(config),
+                "family": str(config.family),
                 "calculator_format": fmt,
                 "nominal_bits_per_weight": bits,
-                "needs_calibration": bool(config.needs_calibration),
-                "description": method_description(config),
+                "needs_calibration": config.needs_calibration,
+                "description": config.description,
             }
         )
     if args.json:

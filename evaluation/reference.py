@@ -20,11 +20,13 @@ Pure Python + pandas: the app imports it without torch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from calculator.formats import get_format
 from calculator.models import preset_record
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "reference"
@@ -120,11 +122,14 @@ def size_rounding_bits(unit: str, params: int) -> float:
 
 
 def gptq_group_bits(bits: float, group_size: int) -> float:
-    """Bits per weight of GPTQ-for-LLaMa's packing: ``bits``-bit codes plus, per group, an fp16 scale and a
-    ``bits``-bit packed zero (qwopqwop200/GPTQ-for-LLaMa quant.py ``QuantLinear``: scales fp16
-    [in / g, out], qzeros int32-packed [in / g, out * bits / 32]). 4-bit, group 64: 4 + 20 / 64 = 4.3125,
-    as the calculator's gptq-4b-g64."""
-    return bits + (16 + bits) / group_size
+    """Nominal bits per weight of a GPTQ checkpoint with ``bits``-bit codes in groups of ``group_size``: the
+    calculator's GPTQ layout (``calculator.formats`` ``gptq-{bits}b-g*``: codes plus, per group, an fp16
+    scale and a ``bits``-bit packed zero, as GPTQ-for-LLaMa's ``QuantLinear`` stores them) at the row's
+    group size, which may be one the calculator does not list (GPTQ-for-LLaMa's g1024).
+    4-bit, group 64: 4 + (16 + 4) / 64 = 4.3125.
+    """
+    layout = get_format(f"gptq-{int(bits)}b-g128")
+    return float(dataclasses.replace(layout, group_size=group_size).bits_per_weight())
 
 
 def _is_float(quant_type: str) -> bool:

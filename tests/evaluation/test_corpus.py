@@ -43,8 +43,8 @@ def test_windows_and_scoring(tokenizer, scoring, first, scored):
     windows = make_windows(tokenizer, load_corpus("shakespeare"), n_ctx=64, max_tokens=300, scoring=scoring)
     assert windows.tokens.shape == (4, 64)  # 300 // 64 windows
     assert (windows.first, windows.scored_per_window) == (first, scored)
-    described = windows.describe()
-    assert described["scored_tokens"] == 4 * scored and described["scoring"] == scoring
+    info = windows.info()
+    assert (info.n_windows, info.scored_tokens, info.scoring) == (4, 4 * scored, scoring)
     assert windows.bos_token_id is None  # this tokenizer adds no BOS by default
 
 
@@ -73,7 +73,7 @@ def test_bos_replaces_the_first_token_of_each_window(tokenizer, monkeypatch):
     ("kwargs", "message"),
     [
         ({"n_ctx": 64, "max_tokens": 32}, "less than one window"),
-        ({"n_ctx": 4, "max_tokens": 64}, "n_ctx=4"),
+        ({"n_ctx": 4, "max_tokens": 64}, "n_ctx 4 must be a whole number >= 8"),
         ({"n_ctx": 64, "max_tokens": 128, "scoring": "middle"}, "middle"),
     ],
 )

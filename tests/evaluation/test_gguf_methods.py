@@ -26,8 +26,8 @@ from transformers import (
 
 from calculator.gguf_recipes import FILE_TYPES, gguf_file
 from calculator.models import spec_from_config
-from evaluation import gguf_methods
-from evaluation.gguf_methods import GGUFBackend, GGUFConfig
+from evaluation.methods import gguf as gguf_methods
+from evaluation.methods.gguf import GGUFBackend, GGUFConfig
 
 needs_llama_cpp = pytest.mark.skipif(
     not gguf_methods.llama_cpp_available(),
@@ -153,7 +153,7 @@ def test_permute_matches_convert_hf_to_gguf():
 @pytest.mark.parametrize("file_type", ["Q4_0", "Q8_0", "Q5_1", "F16"])
 def test_gguf_py_run_matches_llama_cpp_recipe_and_calculator(model_type, file_type):
     base = tiny(model_type)
-    q = gguf_methods.quantize_(copy.deepcopy(base), GGUFConfig(file_type, backend="gguf-py"))
+    q = gguf_methods.quantize_gguf(copy.deepcopy(base), GGUFConfig(file_type, backend="gguf-py"))
     # measured types and bytes == the calculator's replay of llama.cpp's recipe for this model
     assert measured(q) == predicted(base, file_type)
     types = q.gguf_tensor_types
@@ -173,7 +173,7 @@ def test_gguf_py_run_matches_llama_cpp_recipe_and_calculator(model_type, file_ty
 
 def test_gguf_py_untied_output_and_embedding():
     base = tiny(tied=False)
-    q = gguf_methods.quantize_(copy.deepcopy(base), GGUFConfig("Q4_0", backend="gguf-py"))
+    q = gguf_methods.quantize_gguf(copy.deepcopy(base), GGUFConfig("Q4_0", backend="gguf-py"))
     assert (q.gguf_tensor_types["token_embd.weight"], q.gguf_tensor_types["output.weight"]) == (
         "Q4_0",
         "Q8_0",
@@ -185,16 +185,16 @@ def test_gguf_py_untied_output_and_embedding():
 
 def test_gguf_py_refuses_types_it_cannot_make():
     with pytest.raises(ValueError, match="llama-cpp-python"):
-        gguf_methods.quantize_(tiny(), GGUFConfig("Q4_K_M", backend="gguf-py"))
+        gguf_methods.quantize_gguf(tiny(), GGUFConfig("Q4_K_M", backend="gguf-py"))
     # hidden 256: the output tensor needs Q6_K, which only llama.cpp can write
     with pytest.raises(ValueError, match="Q6_K"):
-        gguf_methods.quantize_(tiny(hidden=256), GGUFConfig("Q4_0", backend="gguf-py"))
+        gguf_methods.quantize_gguf(tiny(hidden=256), GGUFConfig("Q4_0", backend="gguf-py"))
 
 
 def test_unsupported_architecture():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=32))
     with pytest.raises(ValueError, match="gpt2"):
-        gguf_methods.quantize_(gpt2, GGUFConfig("Q8_0", backend="gguf-py"))
+        gguf_methods.quantize_gguf(gpt2, GGUFConfig("Q8_0", backend="gguf-py"))
 
 
 # ---------------------------------------------------------------- llama.cpp path
@@ -204,8 +204,8 @@ def test_unsupported_architecture():
 @pytest.mark.parametrize("file_type", ["Q4_0", "Q8_0"])
 def test_llama_cpp_and_gguf_py_agree_bit_for_bit(file_type):
     base = tiny()
-    a = gguf_methods.quantize_(copy.deepcopy(base), GGUFConfig(file_type, backend="llama.cpp"))
-    b = gguf_methods.quantize_(copy.deepcopy(base), GGUFConfig(file_type, backend="gguf-py"))
+    a = gguf_methods.quantize_gguf(copy.deepcopy(base), GGUFConfig(file_type, backend="llama.cpp"))
+    b = gguf_methods.quantize_gguf(copy.deepcopy(base), GGUFConfig(file_type, backend="gguf-py"))
     assert measured(a) == measured(b)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb), name
@@ -215,7 +215,7 @@ def test_llama_cpp_and_gguf_py_agree_bit_for_bit(file_type):
 @pytest.mark.parametrize("file_type", ["Q4_K_M", "Q3_K_M", "Q6_K", "IQ4_XS", "Q2_K"])
 def test_llama_cpp_k_quants_match_the_calculator(file_type):
     base = tiny()
-    q = gguf_methods.quantize_(copy.deepcopy(base), GGUFConfig(file_type, backend="llama.cpp"))
+    q = gguf_methods.quantize_gguf(copy.deepcopy(base), GGUFConfig(file_type, backend="llama.cpp"))
     assert measured(q) == predicted(base, file_type)
     with torch.no_grad():
         ids = torch.arange(64).reshape(1, -1)
@@ -226,7 +226,7 @@ def test_llama_cpp_k_quants_match_the_calculator(file_type):
 def test_llama_cpp_q4_k_m_recipe_on_two_layers():
     # use_more_bits(i, 2) is true for the last layer only: its ffn_down gets Q6_K, layer 0 keeps Q4_K;
     # 192-wide rows cannot hold 256-blocks, so Q4_K falls back to Q5_0 and Q6_K to Q8_0.
-    q = gguf_methods.quantize_(tiny(), GGUFConfig("Q4_K_M", backend="llama.cpp"))
+    q = gguf_methods.quantize_gguf(tiny(), GGUFConfig("Q4_K_M", backend="llama.cpp"))
     t = q.gguf_tensor_types
     assert (t["blk.0.ffn_down.weight"], t["blk.1.ffn_down.weight"]) == ("Q4_K", "Q6_K")
     assert (t["blk.0.attn_v.weight"], t["blk.1.attn_v.weight"], t["blk.0.attn_q.weight"]) == (
@@ -250,12 +250,12 @@ def test_llama_cpp_q4_k_m_recipe_on_two_layers():
     ],
 )
 def test_parse(text, file_type):
-    assert gguf_methods.parse(text) == GGUFConfig(file_type)
+    assert GGUFConfig.parse(text) == GGUFConfig(file_type)
 
 
 def test_parse_leaves_other_methods():
     for text in ("F16", "bf16", "int4-g32", "gptq-4b-g128", "awq-4b-g128", "nf4"):
-        assert gguf_methods.parse(text) is None
+        assert GGUFConfig.parse(text) is None
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,7 @@ def test_parse_leaves_other_methods():
         (lambda: GGUFConfig("Q4_K_X"), "unknown GGUF file type"),
         (lambda: GGUFConfig("IQ2_XXS"), "importance matrix"),
         (lambda: GGUFConfig("Q4_0", backend="ggml"), "backend"),
-        (lambda: gguf_methods.parse("gguf-Q9_0"), "unknown GGUF file type"),
+        (lambda: GGUFConfig.parse("gguf-Q9_0"), "unknown GGUF file type"),
     ],
 )
 def test_bad_configs_raise_value_error(make, match):
@@ -276,7 +276,7 @@ def test_bad_configs_raise_value_error(make, match):
 @pytest.mark.parametrize("file_type", sorted(set(FILE_TYPES) - gguf_methods.NEEDS_IMATRIX))
 def test_every_file_type_round_trips(file_type):
     cfg = GGUFConfig(file_type)
-    assert gguf_methods.parse(cfg.method_id) == cfg
+    assert GGUFConfig.parse(cfg.method_id) == cfg
     assert (cfg.method_id, cfg.calculator_format, cfg.family) == (f"gguf-{file_type}", file_type, "gguf")
     assert not cfg.needs_calibration and cfg.bits >= 1 and cfg.group_size >= 1
 
@@ -299,3 +299,33 @@ def test_registry_quantizes_a_saved_model(tiny_llama_dir):
     quantize_(model, config)
     assert measured(model) == predicted(model, "Q8_0")
     assert set(model.gguf_tensor_types.values()) == {"Q8_0", "F32"}
+
+
+# ---------------------------------------------------------------- fallbacks from the calculator's recipe replay
+
+
+def test_recipe_fallbacks_are_recorded_on_the_owning_module():
+    # Tied token_embd is the output tensor: the recipe wants Q6_K, and 192 is not whole 256-blocks -> Q8_0.
+    from evaluation.storage import collect_fallbacks
+
+    q = gguf_methods.quantize_gguf(tiny(), GGUFConfig("Q4_0", backend="gguf-py"))
+    assert collect_fallbacks(q) == [{
+        "reason": "row length 192 is not a multiple of the Q6_K block: Q8_0 (llama.cpp tensor_type_fallback)",
+        "count": 1, "modules": ["model.embed_tokens"],
+    }]  # fmt: skip
+
+
+@needs_llama_cpp
+def test_llama_cpp_fallbacks_match_what_it_wrote():
+    # Q4_K_M on 192-wide rows: every Q4_K tensor but ffn_down (rows of 512) falls back to Q5_0, as llama.cpp's
+    # own file shows, and layer 1's Q6_K attn_v to Q8_0. The tied token_embd gets Q8_0 by the output rule
+    # itself (rows that do not fit the default type's block), which is not a fallback.
+    from evaluation.storage import collect_fallbacks
+
+    q = gguf_methods.quantize_gguf(tiny(), GGUFConfig("Q4_K_M", backend="llama.cpp"))
+    by_reason = {f["reason"].split(": ")[1].split(" ")[0]: f["modules"] for f in collect_fallbacks(q)}
+    types = q.gguf_tensor_types
+    assert set(by_reason) == {"Q5_0", "Q8_0"}
+    assert "model.layers.0.self_attn.q_proj" in by_reason["Q5_0"] and types["blk.0.attn_q.weight"] == "Q5_0"
+    assert by_reason["Q8_0"] == ["model.layers.1.self_attn.v_proj"] and types["token_embd.weight"] == "Q8_0"
+    assert not any("mlp.down_proj" in m for modules in by_reason.values() for m in modules)

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from evaluation import awq, gptq
-from evaluation.awq import AWQConfig
-from evaluation.gptq import GPTQConfig
+from evaluation.methods import awq, gptq
+from evaluation.methods import calibration as plumbing
+from evaluation.methods.awq import AWQConfig
+from evaluation.methods.gptq import GPTQConfig
+from evaluation.methods.primitives import column_groups
 
 HIDDEN, FFN, VOCAB = 96, 192, 256  # 96 = 64 + 32: group size 64 leaves a partial group
 
@@ -134,21 +136,21 @@ def test_gptq_dead_inputs_get_zero_weights():
 
 def test_gptq_quantize_model_beats_rtn_on_first_layer(model, calibration):
     # Layer 0 sees the same inputs in both models, so its q_proj error is comparable on calibration data.
-    inputs = gptq.capture_first_layer_inputs(model, gptq.check_calibration(calibration, "test"))
+    inputs = plumbing.capture_first_layer_inputs(model, plumbing.check_calibration(calibration, "test"))
     x = torch.cat([model.model.layers[0].input_layernorm(i.hidden).reshape(-1, HIDDEN) for i in inputs]).detach()
     w = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
-    q = gptq.quantize_(copy.deepcopy(model), GPTQConfig(bits=4, group_size=32), calibration)
+    q = gptq.quantize_gptq(copy.deepcopy(model), GPTQConfig(bits=4, group_size=32), calibration)
     gptq_w = q.model.layers[0].self_attn.q_proj.weight.detach()
     assert output_error(w, gptq_w, x) < output_error(w, naive_rtn(w, 4, 32), x)
 
 
 def test_gptq_quantize_model_layout_and_bytes(model, calibration):
-    q = gptq.quantize_(copy.deepcopy(model), GPTQConfig(bits=4, group_size=64, act_order=True), calibration)
+    q = gptq.quantize_gptq(copy.deepcopy(model), GPTQConfig(bits=4, group_size=64, act_order=True), calibration)
     torch.testing.assert_close(q.model.embed_tokens.weight, model.model.embed_tokens.weight, rtol=0, atol=0)
     assert q.lm_head.weight is q.model.embed_tokens.weight  # still tied, still float
     for layer, orig in zip(q.model.layers, model.model.layers, strict=True):
-        for name, lin in gptq.named_linears(layer).items():
-            assert not torch.equal(lin.weight, gptq.named_linears(orig)[name].weight), name
+        for name, lin in plumbing.named_linears(layer).items():
+            assert not torch.equal(lin.weight, plumbing.named_linears(orig)[name].weight), name
     # q_proj 96 -> 96 at 4 bits, g64: qweight 96*4/32*96*4, qzeros 2*(96*4/32)*4, scales 2*96*2, g_idx 96*4
     by_tensor = q.checkpoint_bytes_by_tensor
     parts = ("qweight", "qzeros", "scales", "g_idx")
@@ -156,7 +158,7 @@ def test_gptq_quantize_model_layout_and_bytes(model, calibration):
     assert by_tensor["model.embed_tokens.weight"] == VOCAB * HIDDEN * 2  # fp16, stored once (tied)
     assert "lm_head.weight" not in by_tensor
     expected = VOCAB * HIDDEN * 2 + 2 * HIDDEN * 2 * 2 + HIDDEN * 2  # embeddings, 4 layer norms, final norm
-    for lin in gptq.named_linears(model.model.layers[0]).values():
+    for lin in plumbing.named_linears(model.model.layers[0]).values():
         expected += 2 * sum(gptq.gptq_linear_bytes(lin.in_features, lin.out_features, 4, 64).values())
     assert sum(by_tensor.values()) == expected
 
@@ -164,7 +166,7 @@ def test_gptq_quantize_model_layout_and_bytes(model, calibration):
 def test_partial_groups_are_quantized_not_skipped():
     # 96 columns, group 64: group 2 has 32 columns and its own scale; the layout counts ceil(96/64) = 2.
     w = torch.randn(8, 96, generator=torch.Generator().manual_seed(11))
-    assert gptq.column_groups(96, 64) == [slice(0, 64), slice(64, 96)]
+    assert column_groups(96, 64) == [slice(0, 64), slice(64, 96)]
     r = gptq.gptq_quantize_weight(w, torch.eye(96), GPTQConfig(group_size=64))
     assert r.scales.shape == (8, 2)
     torch.testing.assert_close(r.dequantized[:, 64:], naive_rtn(w[:, 64:], 4, 32), rtol=0, atol=1e-6)
@@ -195,9 +197,9 @@ def test_awq_scale_search_lowers_activation_weighted_error_vs_rtn():
 def test_awq_scale_folding_keeps_the_float_layer(n_kv_heads):
     # MHA (4 kv heads) also folds into v_proj -> o_proj; GQA (2) cannot and llm-awq skips it.
     m = tiny_llama(n_kv_heads=n_kv_heads)
-    layer, inp = m.model.layers[0], gptq.capture_first_layer_inputs(m, [torch.arange(32).reshape(1, -1)])[0]
+    layer, inp = m.model.layers[0], plumbing.capture_first_layer_inputs(m, [torch.arange(32).reshape(1, -1)])[0]
     with torch.no_grad():
-        before = gptq.run_layer(layer, inp)
+        before = plumbing.run_layer(layer, inp)
         g = torch.Generator().manual_seed(14)
 
         def s(n: int) -> torch.Tensor:  # positive scales spread over e^-3 .. e^3
@@ -209,7 +211,7 @@ def test_awq_scale_folding_keeps_the_float_layer(n_kv_heads):
         awq.scale_linear_linear(mlp.up_proj, mlp.down_proj, s(FFN))
         if attn.v_proj.weight.shape == attn.o_proj.weight.shape:
             awq.scale_linear_linear(attn.v_proj, attn.o_proj, s(HIDDEN))
-        torch.testing.assert_close(gptq.run_layer(layer, inp), before, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(plumbing.run_layer(layer, inp), before, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_kv_heads", [2, 4])
@@ -226,9 +228,9 @@ def test_awq_quantize_model_beats_rtn(n_kv_heads, calibration):
     rtn = copy.deepcopy(m)
     with torch.no_grad():
         for layer in rtn.model.layers:
-            for lin in gptq.named_linears(layer).values():
+            for lin in plumbing.named_linears(layer).values():
                 lin.weight.copy_(awq.awq_pseudo_quantize(lin.weight, 3, 32))
-    q = awq.quantize_(copy.deepcopy(m), cfg, calibration)
+    q = awq.quantize_awq(copy.deepcopy(m), cfg, calibration)
     assert kl_to_float(q) < 0.8 * kl_to_float(rtn)
     # The stored (scaled) weights sit on the 3-bit grid: at most 8 distinct values per row and group.
     w = q.model.layers[1].mlp.down_proj.weight
@@ -245,9 +247,9 @@ def test_awq_quantize_model_beats_rtn(n_kv_heads, calibration):
 def test_awq_refuses_models_it_cannot_fold():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=32)).eval()
     with pytest.raises(ValueError, match="gpt2"):
-        awq.quantize_(gpt2, AWQConfig(), [torch.arange(8)])
+        awq.quantize_awq(gpt2, AWQConfig(), [torch.arange(8)])
     with pytest.raises(ValueError, match="model.model.layers"):
-        gptq.quantize_(gpt2, GPTQConfig(), [torch.arange(8)])
+        gptq.quantize_gptq(gpt2, GPTQConfig(), [torch.arange(8)])
 
 
 # ---------------------------------------------------------------- configs and method ids
@@ -263,27 +265,27 @@ def test_awq_refuses_models_it_cannot_fold():
     ],
 )
 def test_calibration_is_required(module, bad, model):
-    cfg = GPTQConfig() if module is gptq else AWQConfig()
+    quantize, cfg = (gptq.quantize_gptq, GPTQConfig()) if module is gptq else (awq.quantize_awq, AWQConfig())
     with pytest.raises(ValueError, match="calibration"):
-        module.quantize_(copy.deepcopy(model), cfg, bad)
+        quantize(copy.deepcopy(model), cfg, bad)
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "message"),
     [
-        lambda: GPTQConfig(bits=1),
-        lambda: GPTQConfig(bits=9),
-        lambda: GPTQConfig(bits=True),
-        lambda: GPTQConfig(group_size=0),
-        lambda: GPTQConfig(damp=0),
-        lambda: GPTQConfig(block_size=0),
-        lambda: AWQConfig(bits=16),
-        lambda: AWQConfig(group_size=1),
-        lambda: AWQConfig(n_grid=0),
+        (lambda: GPTQConfig(bits=1), "GPTQ bits 1 must be a whole number from 2 to 8"),
+        (lambda: GPTQConfig(bits=9), "GPTQ bits 9 must be a whole number from 2 to 8"),
+        (lambda: GPTQConfig(bits=True), "GPTQ bits True must be a whole number"),
+        (lambda: GPTQConfig(group_size=0), "GPTQ group_size 0 must be a whole number >= 1"),
+        (lambda: GPTQConfig(damp=0), r"GPTQ damp=0: use a fraction in \(0, 1\]"),
+        (lambda: GPTQConfig(block_size=0), "GPTQ block_size 0 must be a whole number >= 1"),
+        (lambda: AWQConfig(bits=16), "AWQ bits 16 must be a whole number from 2 to 8"),
+        (lambda: AWQConfig(group_size=1), "AWQ group_size 1 must be a whole number >= 2"),
+        (lambda: AWQConfig(n_grid=0), "AWQ n_grid 0 must be a whole number >= 1"),
     ],
 )
-def test_bad_configs_raise_value_error(make):
-    with pytest.raises(ValueError):
+def test_bad_configs_raise_value_error(make, message):
+    with pytest.raises(ValueError, match=message):
         make()
 
 
@@ -300,20 +302,20 @@ def test_bad_configs_raise_value_error(make):
     ],
 )
 def test_parse_method_ids(text, expected):
-    module = gptq if text.lower().startswith("gptq") else awq
-    assert module.parse(text) == expected
-    assert module.parse(expected.method_id) == expected
+    config_cls = GPTQConfig if text.lower().startswith("gptq") else AWQConfig
+    assert config_cls.parse(text) == expected
+    assert config_cls.parse(expected.method_id) == expected
 
 
 def test_parse_leaves_other_methods_and_rejects_malformed_ids():
     for text in ("int4-g128", "Q4_K_M", "gguf-Q4_K_M", "fp16"):
-        assert gptq.parse(text) is None and awq.parse(text) is None
+        assert GPTQConfig.parse(text) is None and AWQConfig.parse(text) is None
     with pytest.raises(ValueError, match="gptq-4b-g128"):
-        gptq.parse("gptq-4b")
+        GPTQConfig.parse("gptq-4b")
     with pytest.raises(ValueError, match="awq-4b-g128"):
-        awq.parse("awq-4bit")
+        AWQConfig.parse("awq-4bit")
     with pytest.raises(ValueError, match="bits"):
-        gptq.parse("gptq-16b-g128")
+        GPTQConfig.parse("gptq-16b-g128")
 
 
 def test_config_properties():
@@ -337,7 +339,7 @@ def test_config_properties():
 )
 def test_gptq_method_id_round_trips(bits, group, act_order, sym, damp):
     cfg = GPTQConfig(bits=bits, group_size=group, act_order=act_order, sym=sym, damp=damp)
-    assert gptq.parse(cfg.method_id) == cfg
+    assert GPTQConfig.parse(cfg.method_id) == cfg
 
 
 @settings(max_examples=60, deadline=None)
@@ -345,7 +347,7 @@ def test_gptq_method_id_round_trips(bits, group, act_order, sym, damp):
        grid=st.integers(1, 40))  # fmt: skip
 def test_awq_method_id_round_trips(bits, group, zp, clip, grid):
     cfg = AWQConfig(bits=bits, group_size=group, zero_point=zp, clip=clip, n_grid=grid)
-    assert awq.parse(cfg.method_id) == cfg
+    assert AWQConfig.parse(cfg.method_id) == cfg
 
 
 @settings(max_examples=40, deadline=None)
@@ -353,7 +355,7 @@ def test_awq_method_id_round_trips(bits, group, zp, clip, grid):
 def test_quantization_error_at_most_half_a_step(bits, group, seed):
     # Both RTN quantizers map each weight to the nearest grid point of its group: |w - q| <= scale / 2.
     w = torch.randn(4, 96, generator=torch.Generator().manual_seed(seed))
-    for cols in gptq.column_groups(96, group):
+    for cols in column_groups(96, group):
         g = w[:, cols]
         scale, zero = gptq.minmax_qparams(g, bits, sym=False)
         assert torch.all((g - gptq.fake_quantize(g, scale, zero, bits)).abs() <= scale / 2 + 1e-6)
@@ -393,6 +395,6 @@ def test_registry_quantizes_a_saved_model_and_bytes_match_the_calculator(tiny_ll
     trivial_g_idx = 0
     if config.family == "gptq" and not config.act_order:
         trivial_g_idx = sum(
-            4 * lin.in_features for layer in model.model.layers for lin in gptq.named_linears(layer).values()
+            4 * lin.in_features for layer in model.model.layers for lin in plumbing.named_linears(layer).values()
         )
     assert measured == predicted + trivial_g_idx

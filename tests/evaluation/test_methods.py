@@ -4,7 +4,6 @@ the method-id parser, and measured bytes against the calculator's prediction."""
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -20,16 +19,16 @@ from evaluation.methods import (
     Int8DynamicActivationConfig,
     Int8WeightOnlyConfig,
     RTNConfig,
-    dequantize_rtn,
-    measure_storage,
-    pack_bits,
     parse_method,
     quantize_,
-    quantize_rtn,
-    unpack_bits,
 )
+from evaluation.methods import kernels as K
+from evaluation.methods import primitives as P
+from evaluation.methods.primitives import dequantize_rtn, pack_bits, quantize_rtn, unpack_bits
+from evaluation.methods.rtn import SimulatedLinear
 from evaluation.metrics import log_probs, sqnr_db, token_stats
 from evaluation.models import load_model, resolve_model_source
+from evaluation.storage import CHECKPOINT_BYTES_ATTR, collect_fallbacks, measure_storage
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_rtn_error_at_most_half_a_step(bits, group, symmetric, rows, cols, seed)
     t = quantize_rtn(w, bits, group, symmetric, scale_dtype=torch.float32)
     err = (dequantize_rtn(t, torch.float32) - w).abs()
     step = (
-        M._ungrouped(t.scales.unsqueeze(-1).expand(*t.scales.shape, group or cols), cols)
+        P.ungrouped(t.scales.unsqueeze(-1).expand(*t.scales.shape, group or cols), cols)
         if group
         else t.scales.expand(rows, cols)
     )
@@ -110,7 +109,7 @@ def test_partial_last_group_uses_only_its_own_weights():
 
 def test_stored_codes_dequantize_to_the_compute_weight():
     lin = nn.Linear(40, 16, bias=False)
-    sim = M.SimulatedLinear(lin, 3, 16, symmetric=False)
+    sim = SimulatedLinear(lin, 3, 16, symmetric=False)
     assert torch.equal(dequantize_rtn(sim.stored(), lin.weight.dtype), sim.weight_dequantized)
     assert sim.fallback and "last group of 8" in sim.fallback
 
@@ -125,7 +124,7 @@ def _deq_int8(module):
 def test_int8_kernel_matches_dequantized_matmul():
     torch.manual_seed(0)
     lin = nn.Linear(64, 48).to(torch.bfloat16)
-    q = M.Int8WeightOnlyLinear(lin)
+    q = K.Int8WeightOnlyLinear(lin)
     x = torch.randn(5, 64, dtype=torch.bfloat16)
     ref = x.float() @ _deq_int8(q).T + lin.bias.float()
     assert torch.allclose(q(x).float(), ref, rtol=2e-2, atol=2e-2)
@@ -136,7 +135,7 @@ def test_int4_kernel_dequantizes_what_rtn_stores():
     # Feeding the identity through the kernel reads back every dequantized weight: (q - 8) * s + z.
     torch.manual_seed(0)
     lin = nn.Linear(64, 32, bias=False).to(torch.bfloat16)
-    q = M.Int4WeightOnlyLinear(lin, 32)
+    q = K.Int4WeightOnlyLinear(lin, 32)
     eye = torch.eye(64, dtype=torch.bfloat16)
     read_back = q(eye).float().T  # [out, in]
     t = quantize_rtn(lin.weight.detach(), 4, 32, symmetric=False, scale_dtype=torch.bfloat16)
@@ -149,9 +148,9 @@ def test_int4_kernel_dequantizes_what_rtn_stores():
 def test_int8_dynamic_is_an_exact_integer_matmul():
     torch.manual_seed(0)
     lin = nn.Linear(64, 48, bias=False).to(torch.bfloat16)
-    q = M.Int8DynamicActivationLinear(lin)
+    q = K.Int8DynamicActivationLinear(lin)
     x = torch.randn(7, 64, dtype=torch.bfloat16)
-    xq, xs = M.quantize_activations_per_token(x)
+    xq, xs = P.quantize_activations_per_token(x)
     ref = (xq.double() @ q.weight_int8.double().T) * xs.double() * q.scales.double()
     assert torch.allclose(q(x).double(), ref, rtol=1e-2, atol=1e-3)
 
@@ -196,14 +195,14 @@ def test_bnb_forward_matches_its_dequantized_weight(tiny, tiny_ids):
 
 def test_every_decoder_linear_is_swapped_and_lm_head_kept(tiny):
     model = quantize_(copy.deepcopy(tiny), Int8WeightOnlyConfig())
-    swapped = [n for n, m in model.named_modules() if isinstance(m, M.Int8WeightOnlyLinear)]
+    swapped = [n for n, m in model.named_modules() if isinstance(m, K.Int8WeightOnlyLinear)]
     assert len(swapped) == 7 * tiny.config.num_hidden_layers
     assert type(model.lm_head) is nn.Linear and model.lm_head.weight.dtype == torch.bfloat16
 
 
 def test_int4_group_that_does_not_divide_falls_back_per_tensor(tiny):
     model = quantize_(copy.deepcopy(tiny), Int4WeightOnlyConfig(128))
-    fallbacks = M.collect_fallbacks(model)
+    fallbacks = collect_fallbacks(model)
     # in_features 64 (q, k, v, o, gate, up) fall back to group 64; down_proj (128) keeps group 128.
     assert len(fallbacks) == 1 and fallbacks[0]["count"] == 6 * tiny.config.num_hidden_layers
     assert "not a multiple of 128: int4 group 64" in fallbacks[0]["reason"]
@@ -214,10 +213,10 @@ def test_int4_shape_no_kernel_takes_falls_back_to_int8():
     # 24 rows: not a multiple of 16; in_features 24: no int4 group divides it. The third layer fits.
     model = nn.Sequential(nn.Linear(64, 24), nn.Linear(24, 64), nn.Linear(64, 64)).to(torch.bfloat16)
     quantize_(model, Int4WeightOnlyConfig(32))
-    assert isinstance(model[0], M.Int8WeightOnlyLinear) and "fits no int4 kernel group" in model[0].fallback
-    assert isinstance(model[1], M.Int8WeightOnlyLinear)
-    assert isinstance(model[2], M.Int4WeightOnlyLinear) and model[2].fallback is None
-    assert [f["count"] for f in M.collect_fallbacks(model)] == [1, 1]
+    assert isinstance(model[0], K.Int8WeightOnlyLinear) and "fits no int4 kernel group" in model[0].fallback
+    assert isinstance(model[1], K.Int8WeightOnlyLinear)
+    assert isinstance(model[2], K.Int4WeightOnlyLinear) and model[2].fallback is None
+    assert [f["count"] for f in collect_fallbacks(model)] == [1, 1]
 
 
 @pytest.mark.parametrize(
@@ -233,29 +232,54 @@ def test_group_size_that_fits_nothing_is_an_error(tiny, method, message):
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        lambda: RTNConfig(bits=9),
-        lambda: RTNConfig(bits=4, group_size=1),
-        lambda: RTNConfig(act_bits=1),
-        lambda: Int4WeightOnlyConfig(48),
-        lambda: BnB4bitConfig("int4"),
-        lambda: RTNConfig(bits=True),
+        (lambda: RTNConfig(bits=9), "RTN bits 9 must be a whole number from 2 to 8"),
+        (lambda: RTNConfig(bits=4, group_size=1), "RTN group_size 1 must be a whole number >= 2"),
+        (lambda: RTNConfig(act_bits=1), "RTN act_bits 1 must be a whole number from 2 to 8"),
+        (lambda: RTNConfig(scale_dtype="fp32"), "RTN scale_dtype 'fp32': use 'fp16'"),
+        (lambda: Int4WeightOnlyConfig(48), "int4 kernel group_size=48: PyTorch's int4 kernels take 32, 64"),
+        (lambda: BnB4bitConfig("int4"), "bitsandbytes quant_type 'int4': use 'nf4' or 'fp4'"),
+        (lambda: RTNConfig(bits=True), "RTN bits True must be a whole number"),
     ],
 )
-def test_configs_validate(bad):
-    with pytest.raises(ValueError):
+def test_configs_validate(bad, message):
+    with pytest.raises(ValueError, match=message):
         bad()
+
+
+def test_string_choices_become_enums():
+    assert RTNConfig(scale_dtype="bf16").scale_dtype is M.ScaleDType.BF16
+    assert BnB4bitConfig("fp4").quant_type is M.BnBQuantType.FP4
+    # JSON-ready and equal to what version-1 results stored: the plain strings.
+    assert M.method_config_dict(BnB4bitConfig("fp4", True)) == {
+        "class": "BnB4bitConfig", "quant_type": "fp4", "double_quant": True,
+    }  # fmt: skip
+    assert type(M.method_config_dict(RTNConfig())["scale_dtype"]) is str
 
 
 # ------------------------------------------------------------------ parser and registry
 
 
-@pytest.mark.parametrize("text", M.EXAMPLE_METHODS + ("rtn-5b-g96-asym-a8-sbf16", "RTN-3B-CH", "int4-g256"))
-def test_method_ids_round_trip(text):
+@pytest.mark.parametrize("text", [*M.example_method_ids(), "rtn-5b-g96-asym-a8-sbf16", "RTN-3B-CH", "int4-g256"])
+def test_method_ids_round_trip_and_name_a_calculator_format(text):
+    from calculator.formats import get_format
+    from calculator.gguf_recipes import FILE_TYPES
+
     config = parse_method(text)
     assert parse_method(config.method_id) == config
-    assert isinstance(config.calculator_format, str | type(None))
+    # The format is one the calculator's own tables hold (a GGUF file type is a recipe, not a format).
+    if config.family == M.MethodFamily.GGUF:
+        assert config.calculator_format in FILE_TYPES
+    elif config.calculator_format is not None:
+        assert get_format(config.calculator_format).name == config.calculator_format
+
+
+def test_examples_are_listed_in_family_order():
+    families = [c.family for c in M.available_methods()]
+    order = list(M.MethodFamily)
+    assert [order.index(f) for f in families] == sorted(order.index(f) for f in families)
+    assert set(families) == set(M.MethodFamily)
 
 
 @pytest.mark.parametrize(
@@ -265,6 +289,7 @@ def test_method_ids_round_trip(text):
         ("rtn-4b-g32-sfp32", "RTN method .rtn-4b-g32-sfp32. not understood"),
         ("rtn-3b-x32", "RTN method 'rtn-3b-x32' not understood"),
         ("int4-g48", "int4 kernel group_size=48"),
+        ("gguf-Q9_0", "unknown GGUF file type"),
         ("", "is empty"),
     ],
 )
@@ -274,64 +299,48 @@ def test_bad_method_ids_say_what_to_do(text, message):
 
 
 def test_parse_methods_keeps_order_and_drops_duplicates():
-    ids = [c.method_id for c in M.parse_methods("int8, nf4,int8 ,rtn-3b-g32-asym")]
-    assert ids == ["int8", "nf4", "rtn-3b-g32-asym"]
+    ids = [c.method_id for c in M.parse_methods("int8, nf4,int8 ,rtn-3b-g32-asym,w8a8")]
+    assert ids == ["int8", "nf4", "rtn-3b-g32-asym", "int8-dyn"]
     with pytest.raises(ValueError, match="no methods"):
         M.parse_methods(" , ")
 
 
-@dataclass(frozen=True)
-class _HalfConfig:
-    method_id = "half-weights"
-    calculator_format = "bf16"
-    needs_calibration = False
-    family = "test"
+def test_only_frozen_method_configs_register():
+    with pytest.raises(ValueError, match="must be a frozen dataclass subclassing MethodConfig"):
+        M.register_method(int)
 
+    @dataclass(frozen=True)
+    class NotAMethodConfig:
+        method_id = "x"
 
-def test_register_method_plugs_a_new_config_in():
-    def halve(model, config, calibration):
-        with torch.no_grad():
-            for _, lin in M.quantizable_linears(model):
-                lin.weight.mul_(0.5)
-        return model
-
-    M.register_method(_HalfConfig, halve)
-    model = nn.Sequential(nn.Linear(4, 4, bias=False))
-    before = model[0].weight.clone()
-    quantize_(model, _HalfConfig())
-    assert torch.equal(model[0].weight, before * 0.5)
-    with pytest.raises(ValueError, match="frozen dataclass"):
-        M.register_method(int, halve)
+    with pytest.raises(ValueError, match="must be a frozen dataclass subclassing MethodConfig"):
+        M.register_method(NotAMethodConfig)
 
 
 def test_unregistered_config_is_an_error():
     @dataclass(frozen=True)
-    class Unknown:
-        method_id = "x"
+    class Unknown(RTNConfig):
+        pass
 
-    with pytest.raises(ValueError, match="not a registered method config"):
+    with pytest.raises(ValueError, match="Unknown is not a registered method config; known: BaselineConfig"):
         quantize_(nn.Linear(2, 2), Unknown())
 
 
-def test_external_module_missing_is_skipped_but_a_broken_one_raises(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "qf_probe_broken.py").write_text("import qf_dependency_not_installed\n")
-    monkeypatch.setattr(M, "_external_cache", None)
-    monkeypatch.setattr(M, "EXTERNAL_METHOD_MODULES", (("qf_probe_not_written_yet", "X", "x"),))
-    assert M.external_method_modules() == []  # the module itself is missing: not delivered yet
-    monkeypatch.setattr(M, "_external_cache", None)
-    monkeypatch.setattr(M, "EXTERNAL_METHOD_MODULES", (("qf_probe_broken", "X", "x"),))
-    with pytest.raises(ModuleNotFoundError, match="qf_dependency_not_installed"):
-        M.external_method_modules()  # it exists but its own import fails: never swallowed
-    monkeypatch.setattr(M, "_external_cache", None)
+def test_every_family_module_is_registered():
+    """A family file in evaluation/methods/ whose configs the package does not import would be silently
+    missing from the parser: each config class defined in the package is registered."""
+    import importlib
+    import inspect
+    import pkgutil
 
-
-def test_external_methods_are_registered_when_present():
-    modules = {m.__name__ for m in M.external_method_modules()}
-    for name, config_name, _ in M.EXTERNAL_METHOD_MODULES:
-        if name in modules:
-            config_cls = getattr(sys.modules[name], config_name)
-            assert config_cls in M._HANDLERS
+    defined = set()
+    for info in pkgutil.iter_modules(M.__path__):
+        module = importlib.import_module(f"evaluation.methods.{info.name}")
+        defined |= {
+            obj for _, obj in inspect.getmembers(module, inspect.isclass)
+            if issubclass(obj, M.MethodConfig) and obj is not M.MethodConfig and obj.__module__ == module.__name__
+        }  # fmt: skip
+    assert defined == set(M.registered_configs())
 
 
 # ------------------------------------------------------------------ measured bytes vs the calculator
@@ -365,7 +374,7 @@ def test_measured_bytes_equal_the_calculator_prediction(tiny, method):
     storage = measure_storage(tiny, model)
     buffers = sum(b.numel() * b.element_size() for b in tiny.buffers())  # rotary tables: not weights
     assert storage.total_bytes - buffers == _predicted(tiny, config)
-    assert storage.quantized_params == sum(lin.weight.numel() for _, lin in M.quantizable_linears(tiny))
+    assert storage.quantized_params == sum(lin.weight.numel() for _, lin in P.quantizable_linears(tiny))
 
 
 @pytest.mark.parametrize("method", ["nf4", "nf4-dq", "fp4-dq"])
@@ -373,7 +382,7 @@ def test_bnb_bytes_are_the_prediction_plus_per_layer_constants(tiny, method):
     config = parse_method(method)
     model = quantize_(copy.deepcopy(tiny), config)
     storage = measure_storage(tiny, model)
-    n_layers = len(M.quantizable_linears(tiny))
+    n_layers = len(P.quantizable_linears(tiny))
     extra = storage.total_bytes - _predicted(tiny, config)
     # Each Linear4bit also stores its 16-entry code book (64 B), a JSON quant-state record (< 200 B) and,
     # double-quantized, the 256-entry code book of the absmax (1 KiB): small, fixed per layer.
@@ -397,7 +406,7 @@ def test_declared_checkpoint_bytes_are_the_stored_size(tiny):
     q_proj = "model.layers.0.self_attn.q_proj"
     del declared[f"{q_proj}.weight"]
     declared |= {f"{q_proj}.qweight": 2048, f"{q_proj}.scales": 256}
-    setattr(model, M.CHECKPOINT_BYTES_ATTR, declared)
+    setattr(model, CHECKPOINT_BYTES_ATTR, declared)
     storage = measure_storage(tiny, model)
     assert storage.total_bytes == sum(declared.values())
     assert (storage.quantized_bytes, storage.quantized_params) == (2304, 64 * 64)

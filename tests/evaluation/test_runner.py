@@ -1,50 +1,41 @@
-"""The runner on the tiny Llama: identical model, uniform model, caching and resume, stop, progress, results
-files and their validation."""
+"""The runner on the tiny Llama: identical model, uniform model, caching and resume, the cache probe, stop,
+progress, options, and cache keys that still find results cached before schema version 2."""
 
 from __future__ import annotations
 
 import copy
-import json
+import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from evaluation import runner
+from evaluation import runner, scoring
 from evaluation.methods import Int8WeightOnlyConfig, parse_method
 from evaluation.metrics import summarize
-from evaluation.results import (
-    MAX_RESULTS_FILE_BYTES,
-    SCHEMA_VERSION,
-    ResultCache,
-    load_results,
-    loads_results,
-    save_results,
-)
+from evaluation.options import EvaluateOptions
+from evaluation.results import ModelKind, Scoring, load_results, save_results
 
 N_CTX, TOKENS = 64, 256
+OPTIONS = EvaluateOptions(n_ctx=N_CTX, max_tokens=TOKENS, decode_tokens=2)
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "results"
 
 
 @pytest.fixture(scope="module")
 def baseline(tiny_llama_dir):
     torch.set_num_threads(1)
-    return runner.prepare_baseline(str(tiny_llama_dir), "shakespeare", n_ctx=N_CTX, max_tokens=TOKENS)
+    return scoring.prepare_baseline(str(tiny_llama_dir), "shakespeare", OPTIONS)
 
 
 @pytest.fixture(scope="module")
 def results(baseline):
-    return runner.evaluate(
-        None,
-        None,
-        ["baseline", "int8", "int4-g32", "rtn-3b-g32-asym", "rtn-2b-g32"],
-        n_ctx=N_CTX,
-        max_tokens=TOKENS,
-        baseline=baseline,
-        decode_tokens=2,
-    )
+    return runner.evaluate(None, None, ["baseline", "int8", "int4-g32", "rtn-3b-g32-asym", "rtn-2b-g32"],
+                           baseline=baseline)  # fmt: skip
 
 
 def test_identical_model_scores_zero_kld_and_full_agreement(baseline):
-    stats, seconds = runner.score_model(baseline, copy.deepcopy(baseline.model))
+    stats, seconds = scoring.score_model(baseline, copy.deepcopy(baseline.model))
     m = summarize(stats)
     assert m.kld_mean == 0 and m.kld_percentiles["99.9"] == 0 and m.top1_agreement == 1
     assert m.ppl == m.baseline_ppl and m.rms_dp == 0 and seconds > 0
@@ -54,7 +45,7 @@ def test_uniform_model_perplexity_is_the_vocabulary_size(baseline):
     model = copy.deepcopy(baseline.model)
     with torch.no_grad():
         model.lm_head.weight.zero_()  # every logit 0: p = 1 / V for every token
-    m = summarize(runner.score_model(baseline, model)[0])
+    m = summarize(scoring.score_model(baseline, model)[0])
     assert m.ppl == pytest.approx(model.config.vocab_size, rel=1e-6)
     assert m.ppl_err < 1e-6 * m.ppl  # every NLL is ln V: no spread beyond float round-off
 
@@ -62,17 +53,19 @@ def test_uniform_model_perplexity_is_the_vocabulary_size(baseline):
 def test_result_rows(results, baseline):
     by_id = {r.method_id: r for r in results}
     assert list(by_id) == ["baseline", "int8", "int4-g32", "rtn-3b-g32-asym", "rtn-2b-g32"]
-    base = by_id["baseline"]
+    base = by_id["baseline"].quality
     assert base.kld_mean == 0 and base.top1_agreement == 1 and base.ppl == base.baseline_ppl
-    assert base.bits_per_weight == pytest.approx(16, rel=1e-3)
+    assert by_id["baseline"].bits_per_weight == pytest.approx(16, rel=1e-3)
     # Fewer bits: more drift and fewer bytes, measured.
     order = ["int8", "int4-g32", "rtn-3b-g32-asym", "rtn-2b-g32"]
-    klds = [by_id[m].kld_mean for m in order]
+    klds = [by_id[m].quality.kld_mean for m in order]
     assert klds == sorted(klds) and klds[0] > 0
     sizes = [by_id[m].measured_bytes for m in order]
     assert sizes == sorted(sizes, reverse=True)
     for r in results:
-        assert r.windows["n_windows"] == TOKENS // N_CTX and r.windows["scored_tokens"] == 4 * (N_CTX - 1)
+        assert r.windows.n_windows == TOKENS // N_CTX and r.windows.scored_tokens == 4 * (N_CTX - 1)
+        assert r.quality.tokens == r.windows.scored_tokens and r.windows.scoring is Scoring.WHOLE
+        assert r.model.kind is ModelKind.FOLDER and r.model.n_params == baseline.n_params
         assert r.predicted_bytes is not None and abs(r.predicted_error_pct) < 0.1
         assert r.tokens_per_s > 0 and r.decode_ms_per_token > 0 and r.peak_rss_bytes > 0
         assert r.corpus["eval_files"][0] == "alls_well_that_ends_well_gut.txt"
@@ -80,6 +73,8 @@ def test_result_rows(results, baseline):
     # int8 per channel: 8 bits + one 16-bit scale per output row; per layer 36864 weights in 512 rows.
     assert by_id["int8"].bits_per_weight == pytest.approx(8 + 16 * 512 / 36864)
     assert by_id["rtn-3b-g32-asym"].bits_per_weight == pytest.approx(3 + 32 / 32)
+    # The baseline's own perplexity, from the stored per-token NLLs: exp(mean).
+    assert base.baseline_ppl == pytest.approx(math.exp(baseline.stats.nll_base.mean().item()), rel=1e-9)
 
 
 def test_results_file_round_trip(results, tmp_path):
@@ -87,47 +82,6 @@ def test_results_file_round_trip(results, tmp_path):
     save_results(path, results)
     assert load_results(path) == results
     assert not [p for p in path.parent.iterdir() if p.name != "results.json"]  # no temp file left
-    doc = json.loads(path.read_text())
-    assert doc["schema_version"] == SCHEMA_VERSION and len(doc["results"]) == len(results)
-
-
-def _doc(results):
-    return {
-        "schema": "quantfit.evaluation.results",
-        "schema_version": SCHEMA_VERSION,
-        "results": [r.to_dict() for r in results],
-    }
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda d: d.update(schema_version=99), "schema_version 99 is not supported"),
-        (lambda d: d.update(schema="other"), "not a quantfit results file"),
-        (lambda d: d["results"][0].pop("ppl"), "required field 'ppl' is missing"),
-        (lambda d: d["results"][0].update(ppl="high"), "field 'ppl' must be int or float"),
-        (lambda d: d["results"][0].update(measured_bytes=1.5), "field 'measured_bytes' must be int"),
-        (lambda d: d["results"][0].update(notes=[1]), "notes must be a list of strings"),
-        (lambda d: d["results"][0].update(surprise=1), "unknown field"),
-        (lambda d: d["results"][0]["windows"].pop("n_ctx"), "windows lacks n_ctx"),
-        (lambda d: d.update(results={}), "'results' must be a list"),
-        (lambda d: d["results"][0].update(kld_mean=None), "must not be null"),
-    ],
-)
-def test_malformed_results_are_rejected_with_the_reason(results, mutate, message):
-    doc = _doc(results[:1])
-    mutate(doc)
-    with pytest.raises(ValueError, match=message):
-        loads_results(json.dumps(doc))
-
-
-def test_results_file_limits(tmp_path):
-    with pytest.raises(ValueError, match="not valid JSON"):
-        loads_results(b"{broken")
-    with pytest.raises(ValueError, match="over the"):
-        loads_results(b" " * (MAX_RESULTS_FILE_BYTES + 1))
-    with pytest.raises(ValueError, match="cannot read results file"):
-        load_results(tmp_path / "nope.json")
 
 
 def test_cache_makes_reruns_instant_and_resumes(tiny_llama_dir, tmp_path, monkeypatch):
@@ -136,39 +90,51 @@ def test_cache_makes_reruns_instant_and_resumes(tiny_llama_dir, tmp_path, monkey
     def progress(method_id, done, total):
         calls.append((method_id, done, total))
 
-    kwargs = dict(n_ctx=N_CTX, max_tokens=128, cache_dir=tmp_path, decode_tokens=0, progress=progress)
-    first = runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], **kwargs)
+    options = EvaluateOptions(n_ctx=N_CTX, max_tokens=128, cache_dir=tmp_path, decode_tokens=0)
+    first = runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], options, progress=progress)
     assert ("int8", 2, 2) in calls and ("baseline", 0, 2) in calls
     assert (tmp_path / "results" / f"{first[0].key}.json").is_file()
 
     def no_loading(*args, **kw):
         raise AssertionError("a cached re-run must not load the model")
 
-    monkeypatch.setattr(runner, "load_model", no_loading)
-    again = runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], **kwargs)
+    monkeypatch.setattr(scoring, "load_model", no_loading)
+    again = runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], options)
     assert again == first
+    assert runner.cached_result(str(tiny_llama_dir), "shakespeare", "int8", options) == first[0]
+    assert runner.cached_result(str(tiny_llama_dir), "shakespeare", "int8-dyn", options) is None
     # A different setting is a different key: it would need the model.
+    other = replace(options, max_tokens=192)
+    assert runner.cached_result(str(tiny_llama_dir), "shakespeare", "int8", other) is None
     with pytest.raises(AssertionError, match="must not load"):
-        runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], **{**kwargs, "max_tokens": 192})
+        runner.evaluate(str(tiny_llama_dir), "shakespeare", ["int8"], other)
+
+
+def test_cached_result_needs_a_cache_dir(tiny_llama_dir):
+    with pytest.raises(ValueError, match="cached_result needs options.cache_dir"):
+        runner.cached_result(str(tiny_llama_dir), "shakespeare", "int8", EvaluateOptions())
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-shakespeare-sweep.json", "smollm2-135m-shakespeare-gptq-awq-cal4.json"])
+def test_keys_of_results_cached_before_schema_2_are_found(name, tmp_path):
+    """Every bundled (schema version 1) result's key is what the runner computes today for the same
+    settings: a cache filled before the schema change is still hit."""
+    for r in load_results(RESULTS_DIR / name):
+        options = EvaluateOptions(
+            n_ctx=r.windows.n_ctx, max_tokens=r.windows.max_tokens, scoring=r.windows.scoring, dtype=r.model.dtype,
+            decode_tokens=0, calibration_samples=(r.calibration or {}).get("n_samples", 32), cache_dir=tmp_path,
+        )  # fmt: skip
+        source, corpus = scoring.resolve(r.model.ref, r.corpus["name"], options)
+        config = parse_method(r.method_id)
+        key = runner.method_key(runner.run_settings(source, corpus, options), config, options,
+                                runner.calibration_spec(config, corpus, options))  # fmt: skip
+        assert key == r.key, r.method_id
 
 
 def test_should_stop_keeps_finished_results(baseline):
     seen = []
-
-    def stop():
-        return len(seen) >= 1
-
-    out = runner.evaluate(
-        None,
-        None,
-        ["int8", "nf4"],
-        n_ctx=N_CTX,
-        max_tokens=TOKENS,
-        baseline=baseline,
-        decode_tokens=0,
-        on_result=seen.append,
-        should_stop=stop,
-    )
+    out = runner.evaluate(None, None, ["int8", "nf4"], replace(OPTIONS, decode_tokens=0), baseline=baseline,
+                          on_result=seen.append, should_stop=lambda: len(seen) >= 1)  # fmt: skip
     assert [r.method_id for r in out] == ["int8"] == [r.method_id for r in seen]
 
 
@@ -178,74 +144,62 @@ def test_stop_during_a_method_drops_only_that_method(baseline):
     def progress(method_id, done, total):
         windows.append((method_id, done))
 
-    out = runner.evaluate(
-        None,
-        None,
-        ["int8", "nf4"],
-        n_ctx=N_CTX,
-        max_tokens=TOKENS,
-        baseline=baseline,
-        decode_tokens=0,
-        progress=progress,
-        should_stop=lambda: ("nf4", 1) in windows,
-    )
+    out = runner.evaluate(None, None, ["int8", "nf4"], replace(OPTIONS, decode_tokens=0), baseline=baseline,
+                          progress=progress, should_stop=lambda: ("nf4", 1) in windows)  # fmt: skip
     assert [r.method_id for r in out] == ["int8"]
 
 
 def test_baseline_with_other_settings_is_refused(baseline):
     with pytest.raises(ValueError, match="n_ctx: baseline 64, asked 128"):
-        runner.evaluate(None, None, ["int8"], n_ctx=128, max_tokens=TOKENS, baseline=baseline)
+        runner.evaluate(None, None, ["int8"], EvaluateOptions(n_ctx=128, max_tokens=TOKENS), baseline=baseline)
+    with pytest.raises(ValueError, match="give a model and a corpus, or a prepared baseline"):
+        runner.evaluate(None, None, ["int8"])
 
 
 def test_group_size_that_fits_nothing_fails_after_earlier_results(baseline):
     seen = []
-    with pytest.raises(ValueError, match="fits none"):
-        runner.evaluate(
-            None,
-            None,
-            ["int8", "int4-g256"],
-            n_ctx=N_CTX,
-            max_tokens=TOKENS,
-            baseline=baseline,
-            decode_tokens=0,
-            on_result=seen.append,
-        )
+    with pytest.raises(ValueError, match="int4-g256: group size 256 .* fits none"):
+        runner.evaluate(None, None, ["int8", "int4-g256"], replace(OPTIONS, decode_tokens=0), baseline=baseline,
+                        on_result=seen.append)  # fmt: skip
     assert [r.method_id for r in seen] == ["int8"]
 
 
 def test_fallbacks_are_recorded_in_the_result(baseline):
-    (r,) = runner.evaluate(
-        None, None, ["int4-g128"], n_ctx=N_CTX, max_tokens=TOKENS, baseline=baseline, decode_tokens=0
-    )
+    (r,) = runner.evaluate(None, None, ["int4-g128"], replace(OPTIONS, decode_tokens=0), baseline=baseline)
     assert r.fallbacks[0]["count"] == 12 and "int4 group 64" in r.fallbacks[0]["reason"]
     assert any("fallback in 12 layer(s)" in n for n in r.notes)
 
 
 def test_keys_depend_on_every_setting(baseline):
-    settings = runner.run_settings(
-        baseline.source, baseline.corpus, N_CTX, TOKENS, "whole", torch.bfloat16, torch.device("cpu")
-    )
-    key = runner._method_key(settings, Int8WeightOnlyConfig(), 16, None)
-    assert key != runner._method_key(settings, parse_method("int8-dyn"), 16, None)
-    assert key != runner._method_key({**settings, "dtype": "fp32"}, Int8WeightOnlyConfig(), 16, None)
-    assert key == runner._method_key(dict(settings), Int8WeightOnlyConfig(), 16, None)
+    settings = runner.run_settings(baseline.source, baseline.corpus, OPTIONS)
+    key = runner.method_key(settings, Int8WeightOnlyConfig(), OPTIONS, None)
+    assert key != runner.method_key(settings, parse_method("int8-dyn"), OPTIONS, None)
+    assert key != runner.method_key({**settings, "dtype": "fp32"}, Int8WeightOnlyConfig(), OPTIONS, None)
+    assert key != runner.method_key(settings, Int8WeightOnlyConfig(), replace(OPTIONS, decode_tokens=3), None)
+    assert key == runner.method_key(dict(settings), Int8WeightOnlyConfig(), OPTIONS, None)
     assert len(key) == 64 and int(key, 16) >= 0
 
 
-def test_cache_ignores_corrupt_entries(results, tmp_path):
-    cache = ResultCache(tmp_path)
-    cache.put(results[1])
-    assert cache.get(results[1].key) == results[1]
-    cache.path(results[1].key).write_text("{")
-    assert cache.get(results[1].key) is None
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_ctx": 4}, "n_ctx 4 must be a whole number >= 8"),
+        ({"n_ctx": 512, "max_tokens": 256}, "max_tokens 256 is less than one window of n_ctx 512"),
+        ({"decode_tokens": -1}, "decode_tokens -1 must be a whole number >= 0"),
+        ({"calibration_samples": 0}, "calibration_samples 0 must be a whole number >= 1"),
+        ({"n_ctx": 64.0}, "n_ctx 64.0 must be a whole number"),
+        ({"scoring": "half"}, "scoring 'half': use whole or second-half"),
+        ({"dtype": "int3"}, "dtype 'int3' is not supported"),
+        ({"device": "tpu"}, "is not a device name: use cpu or cuda"),
+    ],
+)
+def test_options_validate(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EvaluateOptions(**kwargs)
 
 
-def test_bundled_smollm2_results_are_valid_and_carry_the_q4_1_note():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "assets" / "results" / "smollm2-135m-shakespeare.json"
-    rows = {r.method_id: r for r in load_results(path)}
-    assert {"baseline", "int8", "int4-g32", "rtn-3b-g64-asym", "nf4"} <= set(rows)
-    assert all(any("Q4_1" in n for n in r.notes) for r in rows.values())
-    assert rows["rtn-3b-g64-asym"].kld_mean > rows["int4-g64"].kld_mean > rows["int8"].kld_mean
-    assert all(abs(r.predicted_error_pct) < 2 for r in rows.values())
+def test_options_take_strings_and_store_typed_values(tmp_path):
+    o = EvaluateOptions(scoring="second-half", device="cpu", dtype="fp32", cache_dir=str(tmp_path))
+    assert (o.scoring, o.device, o.dtype, o.cache_dir) == (Scoring.SECOND_HALF, torch.device("cpu"), torch.float32,
+                                                           tmp_path)  # fmt: skip
+    assert o == EvaluateOptions(scoring=Scoring.SECOND_HALF, dtype=torch.float32, cache_dir=tmp_path)

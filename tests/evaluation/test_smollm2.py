@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluation import runner
+from evaluation import runner, scoring
 from evaluation.metrics import summarize
+from evaluation.options import EvaluateOptions
 
 GPL3 = Path("/usr/share/common-licenses/GPL-3")
 
@@ -20,7 +21,7 @@ GPL3 = Path("/usr/share/common-licenses/GPL-3")
 @pytest.fixture(scope="module")
 def smollm2_baseline():
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    return runner.prepare_baseline("smollm2-135m", "shakespeare", n_ctx=512, max_tokens=1024)
+    return scoring.prepare_baseline("smollm2-135m", "shakespeare", EvaluateOptions(n_ctx=512, max_tokens=1024))
 
 
 @pytest.mark.slow
@@ -30,22 +31,20 @@ def test_smollm2_quality_ladder(smollm2_baseline):
         None,
         None,
         ["int8", "int4-g64", "rtn-3b-g64-asym", "int4-g32"],
-        n_ctx=512,
-        max_tokens=1024,
+        EvaluateOptions(n_ctx=512, max_tokens=1024, decode_tokens=2),
         baseline=smollm2_baseline,
-        decode_tokens=2,
     )
     by_id = {r.method_id: r for r in results}
     int8, int4, int3, int4_g32 = (by_id[m] for m in ("int8", "int4-g64", "rtn-3b-g64-asym", "int4-g32"))
-    assert int8.windows["scored_tokens"] == 2 * 511
-    assert 0 <= abs(int8.delta_ppl_pct) < 1.0
-    assert int3.kld_mean > int4.kld_mean > int8.kld_mean > 0
+    assert int8.windows.scored_tokens == int8.quality.tokens == 2 * 511
+    assert 0 <= abs(int8.quality.delta_ppl_pct) < 1.0
+    assert int3.quality.kld_mean > int4.quality.kld_mean > int8.quality.kld_mean > 0
     for r in results:
         assert r.predicted_bytes is not None and abs(r.predicted_error_pct) < 2.0, r.method_id
         assert any("Q4_1" in note and "artifact of this model" in note for note in r.notes)
         assert not r.fallbacks  # 576 and 1536 are multiples of 64
     # The Q4_1 artifact itself: asymmetric int4 on the same 32-weight groups is nearly lossless.
-    assert int4_g32.kld_mean < 0.1 * int4.kld_mean
+    assert int4_g32.quality.kld_mean < 0.1 * int4.quality.kld_mean
 
 
 @pytest.mark.slow
@@ -58,16 +57,16 @@ def test_smollm2_gpl3_perplexity(dtype, ppl):
     ``inv_freq`` buffer to bf16; loading with ``dtype=bfloat16`` keeps that buffer in fp32 (transformers'
     intent) and gives 23.793.
     """
-    baseline = runner.prepare_baseline("smollm2-135m", str(GPL3), n_ctx=512, max_tokens=2048, dtype=dtype)
+    options = EvaluateOptions(n_ctx=512, max_tokens=2048, dtype=dtype)
+    baseline = scoring.prepare_baseline("smollm2-135m", str(GPL3), options)
     assert summarize(baseline.stats).ppl == pytest.approx(ppl, abs=0.002)
     assert baseline.model.model.rotary_emb.inv_freq.dtype == torch.float32
 
 
 @pytest.mark.slow
 def test_smollm2_int4_group_128_falls_back_per_tensor(smollm2_baseline):
-    (r,) = runner.evaluate(
-        None, None, ["int4-g128"], n_ctx=512, max_tokens=1024, baseline=smollm2_baseline, decode_tokens=0
-    )
+    options = EvaluateOptions(n_ctx=512, max_tokens=1024, decode_tokens=0)
+    (r,) = runner.evaluate(None, None, ["int4-g128"], options, baseline=smollm2_baseline)
     # Hidden size 576 = 4.5 x 128: q/k/v/o/gate/up of all 30 layers use group 64, down_proj (1536) keeps 128.
     assert r.fallbacks == [
         {

@@ -19,8 +19,8 @@ Measured bytes: after `quantize_`, `model.checkpoint_bytes_by_tensor` maps every
 AutoGPTQ/GPTQModel checkpoint would hold ("...q_proj.qweight", ".qzeros", ".scales", ".g_idx", and the
 unquantized embeddings/norms/lm_head in fp16) to its exact size in bytes.
 
-The calibration plumbing at the bottom (decoder layers, capture of the first layer's inputs, running one
-layer) is shared with `evaluation/awq.py`.
+The calibration plumbing (decoder layers, capture of the first layer's inputs, running one layer) is in
+`calibration.py`, shared with AWQ.
 """
 
 from __future__ import annotations
@@ -28,14 +28,23 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-# The model keeps dequantized float weights, so the engine reads the stored size from this attribute.
-from evaluation.methods import CHECKPOINT_BYTES_ATTR
+from calculator.units import check_int
+from evaluation.methods.base import MethodConfig, MethodFamily, register_method
+from evaluation.methods.calibration import (
+    LayerInputs,
+    capture_first_layer_inputs,
+    check_calibration,
+    decoder_layers,
+    named_linears,
+    run_layer,
+)
+from evaluation.storage import declare_checkpoint_bytes
 
 # Reference defaults (IST-DASLab/gptq llama.py argparse): --percdamp .01, blocksize 128.
 DEFAULT_DAMP = 0.01
@@ -43,7 +52,7 @@ DEFAULT_BLOCK_SIZE = 128
 
 
 @dataclass(frozen=True)
-class GPTQConfig:
+class GPTQConfig(MethodConfig):
     """GPTQ settings. `damp` is the fraction of mean(diag H) added to the diagonal (reference --percdamp).
 
     Example: `GPTQConfig(bits=4, group_size=128, act_order=True)` is "gptq-4b-g128-actorder".
@@ -56,20 +65,36 @@ class GPTQConfig:
     damp: float = DEFAULT_DAMP
     block_size: int = DEFAULT_BLOCK_SIZE
 
+    family: ClassVar[str] = MethodFamily.GPTQ
+    label: ClassVar[str] = "GPTQ"
+    id_prefix: ClassVar[str] = "gptq-"
+    id_pattern: ClassVar[re.Pattern[str]] = re.compile(
+        r"gptq-(?P<bits>\d+)b-g(?P<group_size>\d+)(?P<act_order>-actorder)?(?P<sym>-sym)?(?:-damp(?P<damp>[0-9.eE-]+))?"
+    )
+    id_syntax: ClassVar[str] = "gptq-{bits}b-g{group}[-actorder][-sym][-damp{x}]"
+    examples: ClassVar[tuple[str, ...]] = ("gptq-4b-g128", "gptq-3b-g128", "gptq-4b-g128-actorder")
+    needs_calibration: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
-        check_int("GPTQ bits", self.bits, 2, 8, "4 is the common choice")
-        check_int("GPTQ group_size", self.group_size, 1, None, "e.g. 128 or 32")
-        check_int("GPTQ block_size", self.block_size, 1, None, "the reference uses 128")
+        check_int("GPTQ bits", self.bits, low=2, high=8, example="4, the common choice")
+        check_int("GPTQ group_size", self.group_size, example="128 or 32")
+        check_int("GPTQ block_size", self.block_size, example="128, the reference's")
         if isinstance(self.damp, bool) or not isinstance(self.damp, int | float) or not 0 < self.damp <= 1:
             raise ValueError(f"GPTQ damp={self.damp!r}: use a fraction in (0, 1]; the reference uses 0.01")
 
-    @property
-    def family(self) -> str:
-        return "gptq"
-
-    @property
-    def needs_calibration(self) -> bool:
-        return True
+    @classmethod
+    def from_id(cls, groups: dict[str, str | None]) -> GPTQConfig:
+        try:
+            damp = float(groups["damp"]) if groups["damp"] else DEFAULT_DAMP
+        except ValueError:
+            raise ValueError(f"GPTQ damp {groups['damp']!r} is not a number; e.g. gptq-4b-g128-damp0.05") from None
+        return cls(
+            bits=int(groups["bits"]),
+            group_size=int(groups["group_size"]),
+            act_order=bool(groups["act_order"]),
+            sym=bool(groups["sym"]),
+            damp=damp,
+        )
 
     @property
     def calculator_format(self) -> str:
@@ -81,41 +106,13 @@ class GPTQConfig:
         damp = "" if self.damp == DEFAULT_DAMP else f"-damp{self.damp:g}"
         return self.calculator_format + ("-sym" if self.sym else "") + damp
 
-
-def check_int(what: str, value: object, lo: int, hi: int | None, advice: str) -> None:
-    """ValueError unless value is an int (not a bool) in [lo, hi] (hi None: no upper bound)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        bounds = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{what}={value!r}: use an integer {bounds} ({advice})")
-
-
-_METHOD_RE = re.compile(r"gptq-(\d+)b-g(\d+)(-actorder)?(-sym)?(?:-damp([0-9.eE-]+))?")
-
-
-def parse(text: str) -> GPTQConfig | None:
-    """Parse "gptq-{bits}b-g{group}[-actorder][-sym][-damp{x}]"; None when the text is not a GPTQ id."""
-    text = text.strip().lower()
-    if not text.startswith("gptq-"):
-        return None
-    m = _METHOD_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(
-            f"GPTQ method {text!r} not understood: write gptq-{{bits}}b-g{{group}}[-actorder][-sym], "
-            "e.g. gptq-4b-g128 or gptq-3b-g128-actorder"
-        )
-    damp = float(m[5]) if m[5] else DEFAULT_DAMP
-    return GPTQConfig(bits=int(m[1]), group_size=int(m[2]), act_order=bool(m[3]), sym=bool(m[4]), damp=damp)
+    @property
+    def description(self) -> str:
+        order = ", act-order" if self.act_order else ""
+        return f"GPTQ {self.bits}-bit, group {self.group_size}{order} (Hessian error feedback, simulated)"
 
 
 # ---------------------------------------------------------------- primitives (pure tensor functions)
-
-
-def column_groups(in_features: int, group_size: int) -> list[slice]:
-    """Column ranges of the groups along a row; the last one is shorter when group_size does not divide.
-
-    column_groups(576, 128) -> [0:128, 128:256, 256:384, 384:512, 512:576]
-    """
-    return [slice(s, min(s + group_size, in_features)) for s in range(0, in_features, group_size)]
 
 
 def minmax_qparams(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,100 +239,7 @@ def gptq_linear_bytes(in_features: int, out_features: int, bits: int, group_size
     }
 
 
-def record_checkpoint_bytes(model: nn.Module, packed: dict[str, dict[str, int]]) -> dict[str, int]:
-    """Set and return model.checkpoint_bytes_by_tensor: packed linears' parts plus all other parameters
-    in fp16 (GPTQ/AWQ checkpoints keep embeddings, norms, biases and lm_head in fp16). Tied weights count
-    once, as `named_parameters` yields a shared parameter once and the checkpoint stores it once.
-    """
-    by_tensor: dict[str, int] = {}
-    for name, param in model.named_parameters():
-        module_name = name.rsplit(".", 1)[0]
-        if name.endswith(".weight") and module_name in packed:
-            by_tensor.update({f"{module_name}.{part}": n for part, n in packed[module_name].items()})
-        else:
-            by_tensor[name] = param.numel() * 2
-    setattr(model, CHECKPOINT_BYTES_ATTR, by_tensor)
-    return by_tensor
-
-
-# ---------------------------------------------------------------- calibration plumbing (shared with awq.py)
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the first decoder layer's inputs are captured; nothing after it runs."""
-
-
-@dataclass
-class LayerInputs:
-    """One calibration sequence at one decoder layer: hidden [1, T, hidden] plus the extra call arguments
-    (position embeddings, mask, ...) that every layer of the model receives unchanged."""
-
-    hidden: torch.Tensor
-    args: tuple
-    kwargs: dict
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a Llama-layout causal LM (model.model.layers: Llama, Mistral, Qwen2, ...)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise ValueError(
-            f"{type(model).__name__} has no decoder layers at model.model.layers; GPTQ/AWQ here support "
-            "Llama-layout causal LMs (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
-        )
-    layer_types = getattr(getattr(model, "config", None), "layer_types", None) or []
-    if len(set(layer_types)) > 1:
-        raise ValueError(
-            f"layer_types {sorted(set(layer_types))}: layers with different attention masks are not "
-            "supported, because every layer is replayed with the inputs captured at layer 0"
-        )
-    return layers
-
-
-def check_calibration(calibration: Sequence[torch.Tensor] | None, method: str) -> list[torch.Tensor]:
-    """Calibration token sequences as [1, T] LongTensors; ValueError naming the fix when unusable."""
-    if not calibration:
-        raise ValueError(
-            f"{method} needs calibration data: pass calibration=[LongTensor of token ids, ...] "
-            "(e.g. 128 sequences of 512 tokens, as the paper; a few thousand tokens work for small models)"
-        )
-    seqs = []
-    for i, ids in enumerate(calibration):
-        if not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or ids.numel() == 0:
-            raise ValueError(f"calibration[{i}] must be a non-empty torch.LongTensor of token ids")
-        seqs.append(ids.reshape(1, -1))
-    return seqs
-
-
-def capture_first_layer_inputs(model: nn.Module, calibration: list[torch.Tensor]) -> list[LayerInputs]:
-    """Run the embeddings for each sequence and keep what enters decoder layer 0 (reference: Catcher)."""
-    device = next(model.parameters()).device
-    captured: list[LayerInputs] = []
-
-    def catch(_module, args, kwargs):
-        captured.append(LayerInputs(args[0], args[1:], kwargs))
-        raise _StopForward
-
-    handle = decoder_layers(model)[0].register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        for ids in calibration:
-            try:
-                model(input_ids=ids.to(device), use_cache=False)
-            except _StopForward:
-                pass
-    finally:
-        handle.remove()
-    return captured
-
-
-def run_layer(layer: nn.Module, inp: LayerInputs) -> torch.Tensor:
-    """One decoder layer on one captured sequence; returns the hidden states [1, T, hidden]."""
-    out = layer(inp.hidden, *inp.args, **inp.kwargs)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def named_linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    return {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+# ---------------------------------------------------------------- Hessians
 
 
 def layer_hessians(layer: nn.Module, inputs: list[LayerInputs]) -> dict[str, torch.Tensor]:
@@ -365,8 +269,9 @@ def layer_hessians(layer: nn.Module, inputs: list[LayerInputs]) -> dict[str, tor
 # ---------------------------------------------------------------- model-level verb
 
 
+@register_method(GPTQConfig)
 @torch.no_grad()
-def quantize_(model: nn.Module, config: GPTQConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
+def quantize_gptq(model: nn.Module, config: GPTQConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
     """GPTQ every nn.Linear inside the decoder layers, layer by layer (embeddings and lm_head stay float).
 
     Each layer's Hessians come from inputs produced by the already-quantized earlier layers (reference
@@ -388,5 +293,5 @@ def quantize_(model: nn.Module, config: GPTQConfig, calibration: list[torch.Long
 
         for inp in inputs:  # the next layer sees what this quantized layer produces
             inp.hidden = run_layer(layer, inp)
-    record_checkpoint_bytes(model, packed)
+    declare_checkpoint_bytes(model, packed)
     return model

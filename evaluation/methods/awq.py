@@ -28,20 +28,22 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from evaluation.gptq import (
+from calculator.units import check_int
+from evaluation.methods.base import MethodConfig, MethodFamily, register_method
+from evaluation.methods.calibration import (
     capture_first_layer_inputs,
     check_calibration,
-    check_int,
-    column_groups,
     decoder_layers,
     named_linears,
-    record_checkpoint_bytes,
     run_layer,
 )
+from evaluation.methods.primitives import column_groups
+from evaluation.storage import declare_checkpoint_bytes
 
 # llm-awq: n_grid = 20 ratios 0, 0.05, ..., 0.95 (auto_scale.py); clipping tries max-shrink up to 0.5 on
 # the same grid and subsamples 512 tokens (auto_clip.py defaults max_shrink=0.5, n_sample_token=512).
@@ -55,7 +57,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
 @dataclass(frozen=True)
-class AWQConfig:
+class AWQConfig(MethodConfig):
     """AWQ settings: `n_grid` ratios alpha = k / n_grid are tried; `clip` runs llm-awq's clipping search.
 
     Example: `AWQConfig(bits=4, group_size=64)` is "awq-4b-g64".
@@ -67,18 +69,31 @@ class AWQConfig:
     n_grid: int = DEFAULT_N_GRID
     clip: bool = True
 
+    family: ClassVar[str] = MethodFamily.AWQ
+    label: ClassVar[str] = "AWQ"
+    id_prefix: ClassVar[str] = "awq-"
+    id_pattern: ClassVar[re.Pattern[str]] = re.compile(
+        r"awq-(?P<bits>\d+)b-g(?P<group_size>\d+)(?P<sym>-sym)?(?P<noclip>-noclip)?(?:-grid(?P<n_grid>\d+))?"
+    )
+    id_syntax: ClassVar[str] = "awq-{bits}b-g{group}[-sym][-noclip][-grid{n}]"
+    examples: ClassVar[tuple[str, ...]] = ("awq-4b-g128", "awq-3b-g128")
+    needs_calibration: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
-        check_int("AWQ bits", self.bits, 2, 8, "AWQ kernels ship 4-bit")
-        check_int("AWQ group_size", self.group_size, 2, None, "e.g. 128 or 64")
-        check_int("AWQ n_grid", self.n_grid, 1, None, "llm-awq uses 20")
+        check_int("AWQ bits", self.bits, low=2, high=8, example="4, what AWQ kernels ship")
+        check_int("AWQ group_size", self.group_size, low=2, example="128 or 64")
+        check_int("AWQ n_grid", self.n_grid, example="20, llm-awq's")
 
-    @property
-    def family(self) -> str:
-        return "awq"
-
-    @property
-    def needs_calibration(self) -> bool:
-        return True
+    @classmethod
+    def from_id(cls, groups: dict[str, str | None]) -> AWQConfig:
+        n_grid = int(groups["n_grid"]) if groups["n_grid"] else DEFAULT_N_GRID
+        return cls(
+            bits=int(groups["bits"]),
+            group_size=int(groups["group_size"]),
+            zero_point=not groups["sym"],
+            n_grid=n_grid,
+            clip=not groups["noclip"],
+        )
 
     @property
     def calculator_format(self) -> str:
@@ -90,22 +105,9 @@ class AWQConfig:
         sym = "" if self.zero_point else "-sym"
         return self.calculator_format + sym + ("" if self.clip else "-noclip") + grid
 
-
-_METHOD_RE = re.compile(r"awq-(\d+)b-g(\d+)(-sym)?(-noclip)?(?:-grid(\d+))?")
-
-
-def parse(text: str) -> AWQConfig | None:
-    """Parse "awq-{bits}b-g{group}[-sym][-noclip][-grid{n}]"; None when the text is not an AWQ id."""
-    text = text.strip().lower()
-    if not text.startswith("awq-"):
-        return None
-    m = _METHOD_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(
-            f"AWQ method {text!r} not understood: write awq-{{bits}}b-g{{group}}[-sym][-noclip], e.g. awq-4b-g128"
-        )
-    n_grid = int(m[5]) if m[5] else DEFAULT_N_GRID
-    return AWQConfig(bits=int(m[1]), group_size=int(m[2]), zero_point=not m[3], n_grid=n_grid, clip=not m[4])
+    @property
+    def description(self) -> str:
+        return f"AWQ {self.bits}-bit, group {self.group_size} (activation-aware scales and clipping, simulated)"
 
 
 # ---------------------------------------------------------------- primitives
@@ -321,8 +323,9 @@ def _awq_layer(layer: nn.Module, inputs, config: AWQConfig) -> list:
     return outputs
 
 
+@register_method(AWQConfig)
 @torch.no_grad()
-def quantize_(model: nn.Module, config: AWQConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
+def quantize_awq(model: nn.Module, config: AWQConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
     """AWQ every nn.Linear inside the decoder layers; embeddings and lm_head stay float."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -343,5 +346,5 @@ def quantize_(model: nn.Module, config: AWQConfig, calibration: list[torch.LongT
             )
         for inp, out in zip(inputs, outputs, strict=True):
             inp.hidden = out
-    record_checkpoint_bytes(model, packed)
+    declare_checkpoint_bytes(model, packed)
     return model

@@ -11,26 +11,34 @@ Two quantizers, chosen by `GGUFConfig.backend`:
   whose length is not a multiple of 256 become Q5_0, as `llama-quantize` does. The input file holds F32
   tensors plus the hyper-parameters llama-quantize reads (no vocabulary: it is not meant to be run).
 - gguf-py (the `gguf` package's numpy reference quantizers, bit-exact with ggml's reference code): the
-  legacy and float file types F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, with llama.cpp's recipe for them
-  (`gguf_py_tensor_type`). Where that recipe needs Q6_K (the output tensor of a Q4_0 model whose
-  hidden size is a multiple of 256) it raises, because gguf-py cannot quantize K-quants.
+  legacy and float file types F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0. Each tensor's type is the one the
+  calculator's replay of llama.cpp's recipe gives (`calculator.gguf_recipes.gguf_file`, the only copy
+  of llama.cpp's type choice and fallbacks in quantfit). Where that recipe needs Q6_K (the output
+  tensor of a Q4_0 model whose hidden size is a multiple of 256) it raises: gguf-py cannot make K-quants.
+
+Shape fallbacks the recipe takes (a Q4_K row of 576 is not whole 256-blocks: Q5_0) are recorded on the
+module that owns the tensor (`module.fallback`), as every other family records its per-tensor fallbacks.
 
 Like `convert_hf_to_gguf.py` (LlamaModel.permute) the llama architecture stores attn_q/attn_k rows
 interleaved per head; we permute on write and un-permute on read (as transformers' GGUF loader does).
 Quantization is row-wise, so this reordering never changes a value.
 
-Measured bytes: `model.checkpoint_bytes_by_tensor` maps each GGUF tensor name to its data bytes and
-`model.gguf_tensor_types` to its type name. No importance matrix is used (llama-quantize without --imatrix).
+Measured bytes: `model.checkpoint_bytes_by_tensor` (``evaluation.storage``) maps each GGUF tensor name to
+its data bytes and `model.gguf_tensor_types` to its type name. No importance matrix is used (llama-quantize
+without --imatrix).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 import gguf
 import numpy as np
@@ -38,8 +46,10 @@ import torch
 from gguf import GGMLQuantizationType as T
 from torch import nn
 
-from calculator.gguf_recipes import FILE_TYPES, get_file_type
-from evaluation.methods import CHECKPOINT_BYTES_ATTR
+from calculator.gguf_recipes import FILE_TYPES, GGUFFile, get_file_type, gguf_file
+from calculator.models import TensorSpec, spec_from_config
+from evaluation.methods.base import MethodConfig, MethodFamily, register_method
+from evaluation.storage import CHECKPOINT_BYTES_ATTR
 
 TYPES_ATTR = "gguf_tensor_types"
 
@@ -64,12 +74,19 @@ class GGUFBackend(StrEnum):
 
 
 @dataclass(frozen=True)
-class GGUFConfig:
+class GGUFConfig(MethodConfig):
     """A llama.cpp file type, e.g. GGUFConfig("Q4_K_M"): mostly Q4_K, with Q6_K for half of attn_v and
     ffn_down and for the output tensor (llama.cpp's recipe decides per tensor)."""
 
     file_type: str = "Q4_K_M"
     backend: GGUFBackend = GGUFBackend.AUTO
+
+    family: ClassVar[str] = MethodFamily.GGUF
+    label: ClassVar[str] = "GGUF"
+    id_prefix: ClassVar[str] = "gguf-"
+    id_pattern: ClassVar[re.Pattern[str]] = re.compile(r"gguf-(?P<file_type>\w+)")
+    id_syntax: ClassVar[str] = "gguf-<file type> (gguf-Q4_K_M), or a quantized file type alone (Q4_K_M)"
+    examples: ClassVar[tuple[str, ...]] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
 
     def __post_init__(self) -> None:
         # File type names, ids and default tensor types come from the calculator's llama.cpp tables.
@@ -86,18 +103,23 @@ class GGUFConfig:
         object.__setattr__(self, "file_type", name)
         object.__setattr__(self, "backend", backend)
 
+    @classmethod
+    def parse(cls, text: str) -> GGUFConfig | None:
+        """"gguf-Q4_K_M" (any file type) or a bare quantized file type such as "Q4_K_M"; else None.
+
+        Bare F32/F16/BF16 are left to the float baselines; write gguf-F16 for the GGUF float file type.
+        """
+        name = text.strip().upper()
+        if name.startswith("GGUF-"):
+            return cls(name)
+        if name in FILE_TYPES and FILE_TYPES[name].default_type not in _FLOAT_TYPES:
+            return cls(name)
+        return None
+
     @property
     def tensor_type(self) -> T:
         """The file type's default tensor type (Q4_K for Q4_K_M)."""
         return FILE_TYPES[self.file_type].default_type
-
-    @property
-    def family(self) -> str:
-        return "gguf"
-
-    @property
-    def needs_calibration(self) -> bool:
-        return False
 
     @property
     def calculator_format(self) -> str:
@@ -106,6 +128,10 @@ class GGUFConfig:
     @property
     def method_id(self) -> str:
         return f"gguf-{self.file_type}"
+
+    @property
+    def description(self) -> str:
+        return f"llama.cpp file type {FILE_TYPES[self.file_type].summary}"
 
     @property
     def bits(self) -> int:
@@ -117,19 +143,6 @@ class GGUFConfig:
     def group_size(self) -> int:
         """Block length of the default type along a row (32 for Q4_0, 256 for Q4_K, 1 for F16)."""
         return gguf.GGML_QUANT_SIZES[self.tensor_type][0]
-
-
-def parse(text: str) -> GGUFConfig | None:
-    """Parse "gguf-Q4_K_M" (any file type) or a bare quantized file type such as "Q4_K_M"; else None.
-
-    Bare F32/F16/BF16 are left to the float baselines; write gguf-F16 for the GGUF float file type.
-    """
-    name = text.strip().upper()
-    if name.startswith("GGUF-"):
-        return GGUFConfig(name)
-    if name in FILE_TYPES and FILE_TYPES[name].default_type not in _FLOAT_TYPES:
-        return GGUFConfig(name)
-    return None
 
 
 def llama_cpp_available() -> bool:
@@ -169,7 +182,6 @@ class _Layout:
     arch: gguf.MODEL_ARCH
     names: dict[str, str]  # torch parameter name -> GGUF tensor name
     permute_heads: dict[str, int]  # GGUF name -> n_head used by permute_qk (attn_q: heads, attn_k: kv heads)
-    tied: bool  # no output.weight: token_embd doubles as the output matrix
 
 
 def _layout(model: nn.Module) -> _Layout:
@@ -191,7 +203,7 @@ def _layout(model: nn.Module) -> _Layout:
             heads[gguf_name] = cfg.num_attention_heads
         elif permute and gguf_name.endswith("attn_k.weight"):
             heads[gguf_name] = cfg.num_key_value_heads
-    return _Layout(arch, names, heads, tied="output.weight" not in names.values())
+    return _Layout(arch, names, heads)
 
 
 def _add_hparams(writer: gguf.GGUFWriter, cfg, file_type: str) -> None:
@@ -221,36 +233,47 @@ def _gguf_arrays(model: nn.Module, layout: _Layout):
         yield gguf_name, arr
 
 
-def gguf_py_tensor_type(name: str, shape: tuple[int, ...], file_type: str, tied: bool) -> T:
-    """The type llama.cpp gives one tensor of a dense, non-Falcon model for a legacy/float file type,
-    without imatrix (llama-quant.cpp: llama_tensor_get_type_impl's output-tensor rule, then
-    tensor_type_fallback). Only 2-D tensors are quantized; 1-D ones (norms, biases) stay F32.
+def recipe(model: nn.Module, layout: _Layout, file_type: str) -> GGUFFile:
+    """llama.cpp's per-tensor type choice and fallbacks for this model's own tensors, from the calculator's
+    replay of llama-quantize (``calculator.gguf_recipes.gguf_file``; no importance matrix).
+
+    The replay reads the model's hyper-parameters (GQA ratio, layer count) from its config and the tensor
+    list from the model itself, under the GGUF names and shapes this module writes.
     """
-    default = FILE_TYPES[file_type].default_type
-    if len(shape) < 2:
-        return T.F32
-    if default in _FLOAT_TYPES:
-        return default
-    n_cols = shape[-1]
-    new = default
-    if name == "output.weight" or (tied and name == "token_embd.weight"):
-        fits = n_cols % gguf.GGML_QUANT_SIZES[default][0] == 0
-        new = T.Q6_K if fits and default != T.Q8_0 else T.Q8_0
-    if n_cols % gguf.GGML_QUANT_SIZES[new][0]:  # tensor_type_fallback: Q6_K -> Q8_0, 32-block types -> F16
-        new = T.Q8_0 if new == T.Q6_K else new
-        if n_cols % gguf.GGML_QUANT_SIZES[new][0]:
-            new = T.F16
-    return new
+    spec = spec_from_config(model.config.to_dict(), name=getattr(model.config, "name_or_path", "") or "model")
+    tensors = []
+    for name, param in model.named_parameters():
+        gguf_name = layout.names[name]
+        block = re.match(r"blk\.(\d+)\.", gguf_name)
+        tensors.append(TensorSpec(gguf_name, tuple(param.shape), int(block[1]) if block else None))
+    return gguf_file(dataclasses.replace(spec, tensors=tuple(tensors)), file_type, imatrix=False)
+
+
+def _record_fallbacks(model: nn.Module, layout: _Layout, plan: GGUFFile, types: dict[str, str]) -> None:
+    """Set ``module.fallback`` on the module owning each tensor the recipe moved to a fallback type (when the
+    file holds that type), so ``collect_fallbacks`` reports it like any family's per-tensor fallback."""
+    param_of = {g: n for n, g in layout.names.items()}
+    for fb in plan.fallbacks:
+        if types.get(fb.name) != fb.got:
+            continue
+        module = model.get_submodule(param_of[fb.name].rsplit(".", 1)[0])
+        module.fallback = (
+            f"row length {fb.row_length} is not a multiple of the {fb.wanted} block: {fb.got} "
+            "(llama.cpp tensor_type_fallback)"
+        )
 
 
 # ---------------------------------------------------------------- the two quantizers
 
 
-def _write_gguf_py(model: nn.Module, layout: _Layout, file_type: str, path: str) -> None:
+def _write_gguf_py(model: nn.Module, layout: _Layout, plan: GGUFFile, path: str) -> None:
+    """Write the file with gguf-py's reference quantizers, each tensor in the type ``plan`` gives it."""
+    file_type = plan.file_type
+    types = {name: T[type_name] for name, type_name, _ in plan.tensor_types}
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[layout.arch])
     _add_hparams(writer, model.config, file_type)
     for gguf_name, arr in _gguf_arrays(model, layout):
-        qtype = gguf_py_tensor_type(gguf_name, arr.shape, file_type, layout.tied)
+        qtype = types[gguf_name]
         try:
             data = gguf.quants.quantize(arr, qtype)
         except NotImplementedError:
@@ -320,8 +343,9 @@ def _load_gguf(model: nn.Module, layout: _Layout, path: str) -> None:
     setattr(model, TYPES_ATTR, types)
 
 
+@register_method(GGUFConfig)
 @torch.no_grad()
-def quantize_(model: nn.Module, config: GGUFConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
+def quantize_gguf(model: nn.Module, config: GGUFConfig, calibration: list[torch.LongTensor] | None = None) -> nn.Module:
     """Quantize all of the model's tensors to `config.file_type` as llama.cpp would, in place.
 
     `calibration` is accepted for a uniform signature and not used (no importance matrix).
@@ -337,11 +361,13 @@ def quantize_(model: nn.Module, config: GGUFConfig, calibration: list[torch.Long
     if backend is GGUFBackend.LLAMA_CPP and not llama_cpp_available():
         raise ValueError("GGUF backend 'llama.cpp' needs llama-cpp-python: pip install llama-cpp-python==0.3.36")
     layout = _layout(model)
+    plan = recipe(model, layout, config.file_type)
     with tempfile.TemporaryDirectory(prefix="quantfit-gguf-") as tmp:
         path = os.path.join(tmp, f"model-{config.file_type}.gguf")
         if backend is GGUFBackend.LLAMA_CPP:
             _quantize_llama_cpp(model, layout, config.file_type, path, tmp)
         else:
-            _write_gguf_py(model, layout, config.file_type, path)
+            _write_gguf_py(model, layout, plan, path)
         _load_gguf(model, layout, path)
+    _record_fallbacks(model, layout, plan, getattr(model, TYPES_ATTR))
     return model
