@@ -11,6 +11,9 @@ Which tensors a format touches (the policy real checkpoints follow):
   fp16 (AutoGPTQ/AutoAWQ/bnb quantize ``nn.Linear`` layers inside the blocks only). This matters for
   small models with big vocabularies: SmolLM2-135M's embedding is 21% of its parameters.
 - GGUF file types (Q4_K_M ...) replay llama.cpp's per-tensor rules (``gguf_recipes``).
+
+``weight_facts(spec, fmt)`` splits the same bytes per block (what moves to the CPU under llama.cpp's
+offload) and counts what one decode step reads (``calculator.placement`` and ``calculator.speed`` use it).
 """
 
 from __future__ import annotations
