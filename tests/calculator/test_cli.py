@@ -72,3 +72,13 @@ def test_malformed_config_file(tmp_path):
     result = subprocess.run([sys.executable, "-m", "calculator", "weights", "--model", str(bad), "--format", "fp16"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "config.json field hidden_size 'big' must be a whole number >= 1" in result.stderr
+
+
+def test_one_module_per_subcommand_in_help_order(capsys):
+    from calculator import cli
+
+    assert [m.__name__.rsplit(".", 1)[1] for m in cli.SUBCOMMANDS] == [
+        "weights", "gguf", "formats", "models", "info", "fit", "gpus"]
+    with pytest.raises(SystemExit, match="0"):
+        main(["--help"])
+    assert "{weights,gguf,formats,models,info,fit,gpus}" in capsys.readouterr().out
