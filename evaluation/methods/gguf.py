@@ -46,7 +46,7 @@ import torch
 from gguf import GGMLQuantizationType as T
 from torch import nn
 
-from calculator.gguf_recipes import FILE_TYPES, GGUFFile, get_file_type, gguf_file
+from calculator.gguf_recipes import FILE_TYPES, GGUFFile, describe_file_type, get_file_type, gguf_file
 from calculator.models import TensorSpec, spec_from_config
 from evaluation.methods.base import MethodConfig, MethodFamily, register_method
 from evaluation.storage import CHECKPOINT_BYTES_ATTR
@@ -131,7 +131,7 @@ class GGUFConfig(MethodConfig):
 
     @property
     def description(self) -> str:
-        return f"llama.cpp file type {FILE_TYPES[self.file_type].summary}"
+        return f"llama.cpp file type {describe_file_type(self.file_type)}"
 
     @property
     def bits(self) -> int:
