@@ -46,7 +46,7 @@ test-all: setup-test
 	$(PY) -m pytest -m ""
 
 lint: setup-test
-	$(PY) -m ruff check calculator evaluation app.py app_pages tests bench scripts
+	$(PY) -m ruff check calculator evaluation ui app.py app_pages tests bench scripts
 
 bench: setup
 	$(PY) bench/bench_calculator.py

@@ -17,10 +17,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from calculator.paths import ASSETS_DIR
 from calculator.units import check_int
 from evaluation.results import Result, load_results
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "results"
+RESULTS_DIR = ASSETS_DIR / "results"
 """The bundled results (``python -m evaluation run --out``), shown on first launch."""
 DECODE_TOKENS = 0
 """Decode steps timed per method in a front-end run: none, as in the bundled sweep (``--decode-tokens 0``),

@@ -28,8 +28,9 @@ import pandas as pd
 
 from calculator.formats import get_format
 from calculator.models import preset_record
+from calculator.paths import ASSETS_DIR
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "assets" / "reference"
+REFERENCE_DIR = ASSETS_DIR / "reference"
 
 COLUMNS: tuple[str, ...] = (
     "model", "method", "quant_type", "imatrix", "bits", "bits_note", "group_size", "dataset", "ctx", "ppl",
