@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from calculator.formats import FORMATS, Family, Format, get_format
 from calculator.models import EMBEDDING_ROLES, ModelSpec
+from calculator.stored import StoredWeights
 
 _KEEP_EMBEDDINGS_FP16 = {Family.GPTQ, Family.AWQ, Family.BNB}
 
@@ -140,6 +141,8 @@ def weight_memory(
 
 @functools.lru_cache(maxsize=16384)  # a sweep: ~40 presets x ~190 formats and file types, all kept
 def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings: bool | None) -> WeightMemory:
+    if isinstance(fmt, StoredWeights):  # a real file's bytes, tensor by tensor (calculator.stored)
+        return fmt.weight_memory(spec)
     if isinstance(fmt, str) and _is_file_type(fmt):
         from calculator.gguf_recipes import gguf_file
 

@@ -213,13 +213,29 @@ def load_config_bytes(data: bytes, name: str = "uploaded config.json") -> ModelS
     return spec_from_config(config, name=name, source=name)
 
 
+def _is_gguf_file(path: str) -> bool:
+    """A local regular file that starts with the GGUF magic, whatever its name."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def resolve_model(text: str) -> ModelSpec:
-    """Preset name, path to a config.json (or its folder), or a Hub id ``owner/name``, in that order."""
+    """Preset name, path to a config.json (or its folder) or a GGUF file, a Hub id ``owner/name``, or a
+    Hub GGUF file ``owner/name:file.gguf``, in that order (GGUF: ``calculator.gguf_model``, headers only)."""
     text = (text or "").strip()
     if not text:
         raise ValueError("no model given; name a preset (e.g. llama-3.1-8b), a config.json path or a Hub id")
     if text.lower() in _preset_files():
         return load_preset(text.lower())
+    if text.lower().endswith(".gguf") or _is_gguf_file(text):
+        from calculator.gguf_model import load_gguf  # here, not at the top: it builds on this module
+
+        return load_gguf(text).spec
     if os.path.exists(text):
         return load_config_file(text)
     from calculator.hub import is_repo_id, load_hub  # here, not at the top: calculator.hub builds on this module

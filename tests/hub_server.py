@@ -1,8 +1,9 @@
 """A local stand-in for the Hugging Face Hub, for tests (the real Hub is unreachable here).
 
 It speaks the subset of the Hub's HTTP API that ``huggingface_hub`` uses to read files:
-``HEAD``/``GET {endpoint}/{repo}/resolve/{revision}/{path}`` (with ``Range`` for safetensors headers),
-``GET /api/models/{repo}[/revision/{rev}]`` (file listing for ``snapshot_download``), and the error
+``HEAD``/``GET {endpoint}/{repo}/resolve/{revision}/{path}`` (with ``Range`` for safetensors and GGUF headers;
+``bytes_served`` counts what each file cost),
+``GET /api/models/{repo}[/revision/{rev}]`` (file listing with sizes, as ``?blobs=true`` gives), and the error
 codes the client maps to exceptions (``X-Error-Code: RepoNotFound | GatedRepo | EntryNotFound``).
 Tests point the real client at it with ``HF_ENDPOINT``.
 """
@@ -45,6 +46,8 @@ class FakeHub:
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
     gated: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    bytes_served: dict[str, int] = field(default_factory=dict)
+    """File path -> body bytes sent for it (GETs of ``resolve`` URLs): what a header read cost."""
 
     def start(self) -> str:
         hub = self
@@ -73,7 +76,7 @@ class FakeHub:
                         return self._error(404, "RepoNotFound", "Repository not found")
                     body = json.dumps({
                         "id": repo, "sha": COMMIT,
-                        "siblings": [{"rfilename": f} for f in sorted(hub.repos[repo])],
+                        "siblings": [{"rfilename": f, "size": len(d)} for f, d in sorted(hub.repos[repo].items())],
                     }).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -110,6 +113,7 @@ class FakeHub:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(chunk)
+                    hub.bytes_served[f"{repo}/{filename}"] = hub.bytes_served.get(f"{repo}/{filename}", 0) + len(chunk)
                 return None
 
             do_GET = _serve

@@ -8,12 +8,19 @@ The flags map one to one onto ``calculator.fit.FitOptions``, which validates the
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from calculator import units
-from calculator.cli.common import add_command, emit
+from calculator.cli.common import (
+    add_command,
+    add_model_arguments,
+    companion_lines,
+    companions_from_args,
+    emit,
+    model_input,
+)
 from calculator.fit import FitOptions, FitResult, Verdict, fit
 from calculator.hardware import DEFAULT_CPU_BANDWIDTH_GB_PER_S, GpuSetup, get_gpu
-from calculator.models import resolve_model
 from calculator.runtime import DEFAULT_CUDA_CONTEXT_BYTES, DEFAULT_UBATCH, CacheType
 from calculator.search import best_format
 from calculator.speed import DECODE_BANDWIDTH_EFFICIENCY, PREFILL_COMPUTE_EFFICIENCY
@@ -97,26 +104,32 @@ def _text(r: FitResult, best: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = resolve_model(args.model)
+    chosen = model_input(args)  # --model + --format, or --gguf (the file as stored)
+    spec = chosen.spec
     gpu = get_gpu(args.gpu)
     cpu_ram = units.parse_bytes(args.cpu_ram) if args.cpu_ram is not None else None
     options = options_from_args(args)
+    extras = companions_from_args(args, args.context, args.batch, options.kv_type)  # --mmproj, --draft rows
+    if extras:
+        extra = options.extra_overhead_bytes + sum(r.total_bytes for r in extras)
+        options = replace(options, extra_overhead_bytes=extra)
     setup = GpuSetup(gpu, args.gpus, cpu_ram, args.cpu_bandwidth)
-    result = fit(spec, args.format, setup, args.context, args.batch, options=options)
+    result = fit(spec, chosen.fmt, setup, args.context, args.batch, options=options)
     best = None
     if result.mode is TrainingMode.INFERENCE:
         found = best_format(spec, setup, args.context, args.batch, options=options)
         best = found.format if found else None
     data = result.to_dict()
     data["best_format"] = best
-    emit(args, data, _text(result, best))
+    if extras:
+        data["companions"] = [r.to_dict() for r in extras]
+    emit(args, data, "\n".join([_text(result, best), *companion_lines(extras)]))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "fit", run, "will a model fit a GPU? verdict, byte breakdown, max context, speed",
                     "Verdict for a model + format + GPU, every byte accounted for.")
-    p.add_argument("--model", required=True, help="preset name, config.json path or Hub id (owner/name)")
-    p.add_argument("--format", required=True, help="weight format or GGUF file type: fp16, Q4_K_M, int4-g128, ...")
+    add_model_arguments(p, companions=True)
     p.add_argument("--gpu", required=True,
                    help='catalogue name ("RTX 4090", see `gpus`) or custom:24GiB[:1000GB/s[:165TFLOPS]]')
     p.add_argument("--gpus", type=int, default=1, help="number of identical GPUs (tensor parallel)")
