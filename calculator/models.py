@@ -94,6 +94,9 @@ class ModelSpec:
     """Per layer "full" or "sliding" attention (empty: all full)."""
     source: str = ""
     config: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    assumed: tuple[str, ...] = field(default=(), compare=False)
+    """Fields the config.json left out that took transformers' default, one note each ("num_local_experts
+    missing: 8 assumed (transformers MixtralConfig default)"; ``calculator.config_fields``)."""
 
     def __hash__(self) -> int:  # the dataclass keeps an explicit __hash__ (and its field-wise __eq__)
         return self._hash
@@ -186,31 +189,50 @@ def load_preset(name: str) -> ModelSpec:
                             source=f"preset {record['name']}: {record.get('config_source', '')}")
 
 
+MAX_CONFIG_BYTES = 1_000_000
+"""A config.json is a few KB; a larger file is not one (and is not read past this)."""
+
+
+def parse_config_json(data: bytes, where: str) -> dict:
+    """The JSON object in ``data`` (at most ``MAX_CONFIG_BYTES``), or a ValueError that names ``where``:
+    not UTF-8, not JSON, nested too deeply for the parser, numbers beyond Python's 4,300-digit limit."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{where} is over {MAX_CONFIG_BYTES:,} bytes; a config.json is a few KB")
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"{where} is nested too deeply to be a config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} is not valid JSON ({err}); give a transformers config.json") from None
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        raise ValueError(f"{where} is not a usable config.json ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} holds a JSON {type(config).__name__}, not an object; give a transformers "
+                         "config.json")
+    return config
+
+
 def load_config_file(path: str | os.PathLike) -> ModelSpec:
-    """ModelSpec from a local config.json (or a folder containing one)."""
+    """ModelSpec from a local config.json (or a folder containing one); read up to ``MAX_CONFIG_BYTES`` + 1
+    bytes whatever size the file reports (``/dev/zero`` ends at once)."""
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
+    where = f"config file {str(path)!r}"
     if not p.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        raise ValueError(f"{where} does not exist")
     try:
-        config = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"config file {str(path)!r} is not valid JSON ({err}); give a transformers config.json"
-        ) from None
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ValueError(f"{where} cannot be read ({err.strerror})") from None
+    config = parse_config_json(data, where)
     return spec_from_config(config, name=p.parent.name or p.stem, source=f"config.json at {p}")
 
 
 def load_config_bytes(data: bytes, name: str = "uploaded config.json") -> ModelSpec:
     """ModelSpec from the bytes of an uploaded config.json (the app's file uploader)."""
-    if len(data) > 1_000_000:
-        raise ValueError(f"{name} is {len(data):,} bytes; a config.json is a few KB (limit 1 MB)")
-    try:
-        config = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{name} is not valid JSON ({err}); upload a transformers config.json") from None
-    return spec_from_config(config, name=name, source=name)
+    return spec_from_config(parse_config_json(data, name), name=name, source=name)
 
 
 def _is_gguf_file(path: str) -> bool:

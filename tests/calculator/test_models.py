@@ -85,8 +85,10 @@ def test_config_file_and_errors(tmp_path):
         spec_from_config({"model_type": "mamba"})
     with pytest.raises(ValueError, match="config.json field hidden_size -4 must be a whole number >= 1"):
         spec_from_config({**LLAMA2_7B, "hidden_size": -4})
-    with pytest.raises(ValueError, match="lacks num_hidden_layers"):
-        spec_from_config({k: v for k, v in LLAMA2_7B.items() if k != "num_hidden_layers"})
+    # A missing field takes transformers' default (LlamaConfig: 32 layers), and the spec says so.
+    spec = spec_from_config({k: v for k, v in LLAMA2_7B.items() if k != "num_hidden_layers"})
+    assert spec.n_layers == 32
+    assert spec.assumed == ("num_hidden_layers missing: 32 assumed (transformers LlamaConfig default)",)
     with pytest.raises(ValueError, match="not valid JSON"):
         load_config_bytes(b"\xff\xfe")
 
