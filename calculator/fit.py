@@ -40,7 +40,7 @@ from calculator.training import (
     parse_optimizer,
     parse_precision,
 )
-from calculator.units import check_int
+from calculator.units import MAX_BATCH, MAX_CONTEXT_TOKENS, check_int
 
 __all__ = ["FitOptions", "FitResult", "Verdict", "as_setup", "fit"]
 
@@ -217,7 +217,7 @@ def as_setup(gpu: GpuSetup | GpuSpec | str, count: int = 1, cpu_ram_bytes: int |
 def _warnings(
     spec: ModelSpec, setup: GpuSetup, context: int, p: placement.Placement, o: FitOptions
 ) -> list[str]:
-    out = []
+    out = [f"config.json: {note}" for note in spec.assumed]
     if spec.max_context and context > spec.max_context:
         out.append(
             f"context {context:,} is above {spec.name}'s maximum of {spec.max_context:,} tokens; "
@@ -264,8 +264,8 @@ def fit(
     base (bf16 for LoRA, NF4 for QLoRA). ``context`` above the model's maximum is allowed with a warning.
     ``with_max_context=False`` skips the bisection for the largest context (searches do not need it).
     """
-    check_int("context", context, example="8192 tokens")
-    check_int("batch", batch, example="1 sequence")
+    check_int("context", context, high=MAX_CONTEXT_TOKENS, example="8192 tokens")
+    check_int("batch", batch, high=MAX_BATCH, example="1 sequence")
     o = FitOptions() if options is None else options
     if not isinstance(o, FitOptions):
         raise ValueError(f"options must be a FitOptions, got {type(o).__name__}: FitOptions(kv_type='q8_0', ...)")
