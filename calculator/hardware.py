@@ -7,10 +7,26 @@ peak *dense* FP16 matrix rate: tensor/matrix cores where the device has them (no
 cards at FP16 accumulate), else the packed FP16 vector rate; each row's notes say which.
 
 Unified-memory machines (Apple silicon) let the GPU wire only part of the RAM: Metal's
-``recommendedMaxWorkingSetSize``, about 75% of RAM on large machines (gpustack/gpustack issue #1375:
-"the recommended max working set ... which is 75% of total RAM"; measured 107.52 GiB of 128 GiB in
-antirez/ds4 PR #893, so 0.75 is on the safe side). That fraction is the ``usable_fraction`` column,
-and it can be changed per device (``GpuSpec.usable_fraction``).
+``recommendedMaxWorkingSetSize``, which llama.cpp and MLX both take as the GPU's memory (ggml-metal reports
+it as the device total; mlx_lm ``generate.wired_limit`` wires up to it). Logged values give the rule in the
+``usable_fraction`` column (macOS 13-15): **2/3 of RAM up to 32 GB, 3/4 from 64 GB** --
+
+- M1 8 GB: ``recommendedMaxWorkingSetSize = 5726.63 MB`` (2/3 of 8 GiB, rounded up to a 16 KiB page),
+  XiongjieDai/GPU-Benchmarks-on-LLM-Inference@aa72e0ec ``LLaMA 3/Mac/M1_8GB.ipynb``;
+- M1 Max 32 GB: ``21845.34 MB`` (MiB units, 2/3), ggml-org/llama.cpp PR #2011; M2 Max 32 GB: the same,
+  ollama/ollama issue #434;
+- M1 Max 64 GB and M3 Max 64 GB: ``51539.61 MB`` (3/4), the same repository's ``M1max_64GB.ipynb`` and
+  ``M3max_64GB.ipynb``; M2 Max 96 GB: ``73728,00 MB`` (MiB units, 3/4), ggml-org/llama.cpp issue #3213;
+  M2 Ultra 192 GB: ``154618.82 MB`` (3/4), ``M2ultra_192GB.ipynb``.
+
+36 and 48 GB machines were not observed; they get 2/3 (the smaller, safe side). macOS 26 reports more
+(107.52 GiB of 128 GiB on an M5 Max, 0.84: antirez/ds4 PR #893). ``sudo sysctl iogpu.wired_limit_mb=N``
+raises the limit and Metal reports exactly N MiB (same PR: 114688 -> 112.00 GiB): ``with_wired_limit``.
+Apple sells unified memory in binary gigabytes (a "192GB" Mac has 192 GiB: 0.75 x 192 x 2^30 B is the
+logged 154618.82 MB), so those rows give memory with its unit (``192GiB``).
+
+A run may use several devices, possibly different ones (``GpuSetup([rtx3090, rtx3060])``): llama.cpp
+splits layers across them in proportion to their free memory.
 """
 
 from __future__ import annotations
@@ -19,8 +35,10 @@ import csv
 import difflib
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from fractions import Fraction
 
 from calculator import units
 from calculator.paths import ASSETS_DIR
@@ -28,7 +46,11 @@ from calculator.paths import ASSETS_DIR
 CATALOGUE_PATH = ASSETS_DIR / "gpus.csv"
 
 UNIFIED_MEMORY_USABLE_FRACTION = 0.75
-"""Default share of a unified-memory machine's RAM the GPU may use (see module docstring)."""
+"""Share of a large (>= 64 GB) unified-memory machine's RAM the GPU may use (see module docstring)."""
+
+METAL_PAGE_BYTES = 16384
+"""Apple silicon page: Metal's recommended working set is a whole number of them (5726.63 MB on an 8 GB M1 is
+2/3 of 8 GiB rounded up to 16 KiB)."""
 
 DEFAULT_CPU_BANDWIDTH_GB_PER_S = 89.6
 """Dual-channel DDR5-5600: 2 channels x 8 bytes x 5600 MT/s = 89.6 GB/s (JEDEC DDR5 data rate x bus
@@ -50,6 +72,22 @@ class Category(StrEnum):
     """A device the user described (``custom:24GiB[:1000GB/s]``)."""
 
 
+class Backend(StrEnum):
+    """The GPU backend llama.cpp uses for a vendor (its buffer names: ``CUDA0``, ``ROCm0``, ``Metal``...)."""
+
+    CUDA = "CUDA"
+    """NVIDIA; also assumed for custom devices."""
+    ROCM = "ROCm"
+    """AMD (HIP build; llama.cpp names its buffers ROCm0...)."""
+    SYCL = "SYCL"
+    """Intel Arc."""
+    METAL = "Metal"
+    """Apple silicon (2025+ builds name the buffers MTL0)."""
+
+
+_BACKENDS = {"NVIDIA": Backend.CUDA, "AMD": Backend.ROCM, "Intel": Backend.SYCL, "Apple": Backend.METAL}
+
+
 @dataclass(frozen=True)
 class GpuSpec:
     """One accelerator. ``memory_bytes`` as sold; ``usable_bytes`` is what a model may occupy."""
@@ -67,9 +105,14 @@ class GpuSpec:
     aliases: tuple[str, ...] = ()
     source: str = ""
     notes: str = ""
+    wired_limit_bytes: int | None = None
+    """macOS ``iogpu.wired_limit_mb`` override of the GPU working set (replaces ``usable_fraction``)."""
 
     def __post_init__(self) -> None:
         units.check_int(f"GPU {self.name!r}: memory bytes", self.memory_bytes, example="24_000_000_000 for 24 GB")
+        if self.wired_limit_bytes is not None:
+            units.check_int(f"GPU {self.name!r}: wired limit bytes", self.wired_limit_bytes,
+                            high=self.memory_bytes, example="iogpu.wired_limit_mb=114688 on a 128 GB Mac")
         for label, value in (
             ("bandwidth", self.bandwidth_gb_per_s),
             ("fp16 TFLOPS", self.fp16_tflops),
@@ -85,8 +128,19 @@ class GpuSpec:
 
     @property
     def usable_bytes(self) -> int:
-        """Bytes a model may occupy on this device (memory x usable fraction, rounded down)."""
+        """Bytes a model may occupy on this device: memory x usable fraction (rounded down); on a unified-memory
+        machine Metal's recommended working set (rounded up to a page) or the ``iogpu.wired_limit_mb`` set."""
+        if self.wired_limit_bytes is not None:
+            return self.wired_limit_bytes
+        if self.unified_memory:
+            exact = Fraction(self.memory_bytes) * Fraction(self.usable_fraction).limit_denominator(1000)
+            return units.ceil_div(int(exact), METAL_PAGE_BYTES) * METAL_PAGE_BYTES
         return int(self.memory_bytes * self.usable_fraction)
+
+    @property
+    def backend(self) -> Backend:
+        """llama.cpp's backend for this device (custom devices: CUDA)."""
+        return _BACKENDS.get(self.vendor, Backend.CUDA)
 
     def to_dict(self) -> dict:
         return {
@@ -104,36 +158,81 @@ class GpuSpec:
             "aliases": list(self.aliases),
             "source": self.source,
             "notes": self.notes,
+            "backend": self.backend.value,
+            "wired_limit_bytes": self.wired_limit_bytes,
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class GpuSetup:
-    """``count`` identical devices (tensor-parallel split) plus the host's CPU RAM for offload.
+    """The devices of one run, in order (llama.cpp's CUDA0, CUDA1...), plus the host's CPU RAM for offload.
 
+    ``GpuSetup(gpu, count)`` is ``count`` identical devices; ``GpuSetup([rtx3090, rtx3060])`` a mixed set.
     ``cpu_ram_bytes=None`` means "not checked": an offload verdict then assumes enough RAM and says so.
     """
 
-    gpu: GpuSpec
-    count: int = 1
-    cpu_ram_bytes: int | None = None
-    cpu_bandwidth_gb_per_s: float = DEFAULT_CPU_BANDWIDTH_GB_PER_S
+    gpus: tuple[GpuSpec, ...]
+    cpu_ram_bytes: int | None
+    cpu_bandwidth_gb_per_s: float
 
-    def __post_init__(self) -> None:
-        units.check_int("GPU count", self.count, example="--gpus 2")
-        if self.cpu_ram_bytes is not None:
-            units.check_int("CPU RAM bytes", self.cpu_ram_bytes, low=0, example="64_000_000_000 for 64 GB")
-        if not self.cpu_bandwidth_gb_per_s > 0:
-            raise ValueError(f"CPU bandwidth {self.cpu_bandwidth_gb_per_s!r} GB/s must be positive")
+    def __init__(
+        self,
+        gpu: GpuSpec | Sequence[GpuSpec],
+        count: int = 1,
+        cpu_ram_bytes: int | None = None,
+        cpu_bandwidth_gb_per_s: float = DEFAULT_CPU_BANDWIDTH_GB_PER_S,
+    ) -> None:
+        units.check_int("GPU count", count, high=units.MAX_GPU_COUNT, example="--gpus 2")
+        if isinstance(gpu, GpuSpec):
+            gpus = (gpu,) * count
+        elif isinstance(gpu, Sequence) and not isinstance(gpu, str) and gpu and all(
+            isinstance(g, GpuSpec) for g in gpu
+        ):
+            if count != 1:
+                raise ValueError(f"GPU count {count} goes with one device; a list of devices already names each")
+            gpus = tuple(gpu)
+            units.check_int("GPU count", len(gpus), high=units.MAX_GPU_COUNT, example="--gpus 2")
+        else:
+            raise ValueError(f"expected a GpuSpec or a list of them, got {units.shown(gpu)}")
+        if cpu_ram_bytes is not None:
+            units.check_int("CPU RAM bytes", cpu_ram_bytes, low=0, example="64_000_000_000 for 64 GB")
+        units.check_float("CPU bandwidth (GB/s)", cpu_bandwidth_gb_per_s, high=1e6, low_open=True, example="89.6")
+        object.__setattr__(self, "gpus", gpus)
+        object.__setattr__(self, "cpu_ram_bytes", cpu_ram_bytes)
+        object.__setattr__(self, "cpu_bandwidth_gb_per_s", float(cpu_bandwidth_gb_per_s))
+
+    @property
+    def gpu(self) -> GpuSpec:
+        """The first device (all of them, when the set is homogeneous)."""
+        return self.gpus[0]
+
+    @property
+    def count(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def homogeneous(self) -> bool:
+        return all(g == self.gpus[0] for g in self.gpus)
+
+    @property
+    def unified_memory(self) -> bool:
+        return any(g.unified_memory for g in self.gpus)
 
     @property
     def label(self) -> str:
-        return self.gpu.name if self.count == 1 else f"{self.count}x {self.gpu.name}"
+        """``RTX 4090``, ``2x RTX 4090``, ``RTX 3090 + RTX 3060 12GB``."""
+        groups: list[list] = []
+        for g in self.gpus:
+            if groups and groups[-1][0] == g:
+                groups[-1][1] += 1
+            else:
+                groups.append([g, 1])
+        return " + ".join(g.name if n == 1 else f"{n}x {g.name}" for g, n in groups)
 
     @property
     def usable_bytes(self) -> int:
         """Usable bytes over all devices."""
-        return self.gpu.usable_bytes * self.count
+        return sum(g.usable_bytes for g in self.gpus)
 
 
 # Catalogue
@@ -159,19 +258,25 @@ def _optional_float(row: dict, key: str) -> float | None:
     return float(row[key]) if row[key].strip() else None
 
 
+def _memory_bytes(text: str) -> int:
+    """``24`` -> 24 GB as sold (decimal); ``192GiB`` -> binary, for Apple's unified memory."""
+    text = text.strip()
+    return units.parse_bytes(text) if text[-1:].isalpha() else round(float(text) * units.GB)
+
+
 def _row_to_gpu(row: dict, line: int) -> GpuSpec:
     if not row["source"].strip():
         raise ValueError(f"{CATALOGUE_PATH.name} line {line} ({row['name']}): every row needs a source")
     return GpuSpec(
         name=row["name"].strip(),
         vendor=row["vendor"].strip(),
-        memory_bytes=round(float(row["memory_gb"]) * units.GB),
+        memory_bytes=_memory_bytes(row["memory_gb"]),
         bandwidth_gb_per_s=_optional_float(row, "bandwidth_gb_s"),
         fp16_tflops=_optional_float(row, "fp16_tflops"),
         category=Category(row["category"].strip()),
         memory_type=row["memory_type"].strip(),
         unified_memory=row["unified_memory"].strip() == "yes",
-        usable_fraction=float(row["usable_fraction"]),
+        usable_fraction=float(Fraction(row["usable_fraction"].strip())),
         price_usd=_optional_float(row, "price_usd"),
         aliases=tuple(a.strip() for a in row["aliases"].split(";") if a.strip()),
         source=row["source"].strip(),
@@ -289,5 +394,15 @@ def parse_custom_gpu(text: str) -> GpuSpec:
 
 
 def with_usable_fraction(gpu: GpuSpec, fraction: float) -> GpuSpec:
-    """The same device with another usable fraction (e.g. a Mac after raising ``iogpu.wired_limit_mb``)."""
+    """The same device with another usable fraction."""
     return replace(gpu, usable_fraction=fraction)
+
+
+def with_wired_limit(gpu: GpuSpec, wired_limit_mb: int) -> GpuSpec:
+    """A Mac after ``sudo sysctl iogpu.wired_limit_mb=N``: Metal's working set becomes exactly N MiB
+    (antirez/ds4 PR #893: 114688 -> "recommendedMaxWorkingSetSize: 112.00 GiB")."""
+    if not gpu.unified_memory:
+        raise ValueError(f"iogpu.wired_limit_mb is a macOS setting; {gpu.name} is not an Apple silicon Mac")
+    mib = units.check_int("iogpu.wired_limit_mb", wired_limit_mb, high=gpu.memory_bytes // units.MiB,
+                          example=f"{gpu.memory_bytes * 7 // 8 // units.MiB} on this Mac")
+    return replace(gpu, wired_limit_bytes=mib * units.MiB, name=f"{gpu.name} (wired limit {mib} MiB)")

@@ -151,14 +151,21 @@ class _KVLayout:
 
 
 @functools.lru_cache(maxsize=4096)
-def _layout(spec: ModelSpec, cache_type: CacheType) -> _KVLayout:
+def kv_row_bytes(spec: ModelSpec, type_k: CacheType, type_v: CacheType | None = None) -> int:
+    """K + V bytes one cached token costs in one layer (``type_v`` None: the same as ``type_k``).
+
+    llama.cpp sizes K and V separately (``-ctk``/``-ctv``: one ``[n_embd_k_gqa, kv_size]`` tensor each,
+    quantized types blocking along the row). MLA (DeepSeek) caches the latent + RoPE key only; V is a view
+    into it (llama.cpp PR #12801), so ``type_v`` does not apply.
+    """
     if not spec.n_layers:
         raise ValueError(
             f"model {spec.name!r} has no layer facts (a bare parameter count?); the KV cache needs a config"
         )
-    fmt = get_format(cache_type.format_name)
+    type_v = type_k if type_v is None else type_v
 
-    def row(length: int) -> int:
+    def row(cache_type: CacheType, length: int) -> int:
+        fmt = get_format(cache_type.format_name)
         try:
             return fmt.tensor_bytes((1, length))
         except ValueError:
@@ -168,11 +175,16 @@ def _layout(spec: ModelSpec, cache_type: CacheType) -> _KVLayout:
             ) from None
 
     if spec.kv_lora_rank:
-        return _KVLayout(
-            row(spec.kv_lora_rank + spec.qk_rope_head_dim), ("full",) * spec.n_layers, 0, None, True
-        )
+        return row(type_k, spec.kv_lora_rank + spec.qk_rope_head_dim)
     v_dim = spec.v_head_dim or spec.head_dim
-    per_token = row(spec.n_kv_heads * spec.head_dim) + row(spec.n_kv_heads * v_dim)
+    return row(type_k, spec.n_kv_heads * spec.head_dim) + row(type_v, spec.n_kv_heads * v_dim)
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout(spec: ModelSpec, cache_type: CacheType) -> _KVLayout:
+    per_token = kv_row_bytes(spec, cache_type)
+    if spec.kv_lora_rank:
+        return _KVLayout(per_token, ("full",) * spec.n_layers, 0, None, True)
     kinds = spec.layer_types or ("full",) * spec.n_layers
     if len(kinds) != spec.n_layers:
         raise ValueError(f"{spec.name}: {len(kinds)} layer types for {spec.n_layers} layers")
@@ -198,6 +210,12 @@ class KVCache:
     sliding_layer_bytes: int
     """Bytes of one sliding-window layer's cache."""
     kinds: tuple[str, ...] = field(repr=False, default=())
+    cache_type_v: CacheType | None = None
+    """V cache type when it differs from K (llama.cpp ``-ctv``); None: the same as ``cache_type``."""
+    full_cells: int = 0
+    """Cells of one full-attention layer over all sequences, as the engine allocates them (0: context x batch)."""
+    sliding_cells: int = 0
+    """Cells of one sliding-window layer over all sequences, as the engine allocates them (0: not given)."""
 
     @property
     def full_attention_bytes(self) -> int:
@@ -230,7 +248,50 @@ class KVCache:
             "mla": self.mla,
             "full_attention_bytes": self.full_attention_bytes,
             "sliding_window_bytes": self.sliding_window_bytes,
+            "cache_type_v": (self.cache_type_v or self.cache_type).value,
+            "full_cells": self.full_cells or self.context * self.batch,
+            "sliding_cells": self.sliding_cells,
         }
+
+
+def kv_cache_cells(
+    spec: ModelSpec,
+    *,
+    kinds: tuple[str, ...],
+    full_cells: int,
+    sliding_cells: int,
+    type_k: CacheType = CacheType.FP16,
+    type_v: CacheType | None = None,
+    context: int,
+    batch: int,
+) -> KVCache:
+    """A KV cache whose cell counts an engine decided (padding, sliding-window cache size, streams).
+
+    ``kinds[i]`` says which cache layer ``i`` lives in ("full" or "sliding"): an engine's own rule, which
+    can differ from the config's (llama.cpp gives Mistral-7B-v0.1 and Phi-3 a full cache in every layer).
+    ``context`` and ``batch`` are what the user asked for, kept for the record.
+    """
+    if len(kinds) != spec.n_layers:
+        raise ValueError(f"{spec.name}: {len(kinds)} layer kinds for {spec.n_layers} layers")
+    row = kv_row_bytes(spec, type_k, type_v)
+    n_sliding = kinds.count("sliding")
+    n_full = len(kinds) - n_sliding
+    return KVCache(
+        cache_type=type_k,
+        context=context,
+        batch=batch,
+        full_layers=n_full,
+        sliding_layers=n_sliding,
+        sliding_window=spec.sliding_window if n_sliding else None,
+        mla=bool(spec.kv_lora_rank),
+        bytes_per_token_full=row * n_full,
+        full_layer_bytes=row * full_cells,
+        sliding_layer_bytes=row * sliding_cells if n_sliding else 0,
+        kinds=tuple(kinds),
+        cache_type_v=None if type_v in (None, type_k) else type_v,
+        full_cells=full_cells,
+        sliding_cells=sliding_cells if n_sliding else 0,
+    )
 
 
 def kv_cache_bytes(
@@ -323,16 +384,28 @@ def _ffn_width(spec: ModelSpec) -> int:
 
 
 def compute_stages(
-    spec: ModelSpec, tokens: int, ubatch: int | None = DEFAULT_UBATCH, flash_attention: bool = True
+    spec: ModelSpec,
+    tokens: int,
+    ubatch: int | None = DEFAULT_UBATCH,
+    flash_attention: bool = True,
+    *,
+    n_kv: int | None = None,
+    logits_rows: int | None = None,
 ) -> tuple[int, int, int, int, int]:
     """``(step_tokens, logits, output_stage, attention_stage, ffn_stage)`` bytes of llama.cpp's compute
-    buffer with ``tokens`` cached tokens (context x batch); the buffer is the largest stage."""
+    buffer with ``tokens`` cached tokens (context x batch); the buffer is the largest stage.
+
+    ``n_kv``: cells one attention step sees when it differs from ``tokens`` (an engine's padded cache, or
+    one stream of a per-sequence cache); ``logits_rows``: rows of logits reserved when not the whole
+    micro-batch (llama-server since llama.cpp PR #23861 reserves one per sequence).
+    """
     step = tokens if ubatch is None else min(ubatch, tokens)
+    kv = tokens if n_kv is None else n_kv
     hidden, a = spec.hidden_size, ACTIVATION_BYTES
-    logits = step * spec.vocab_size * LOGIT_BYTES
+    logits = (step if logits_rows is None else logits_rows) * spec.vocab_size * LOGIT_BYTES
     output_stage = logits + step * hidden * a
-    mask = step * tokens * (2 if flash_attention else a)
-    scores = 0 if flash_attention else step * spec.n_heads * tokens * a
+    mask = step * kv * (2 if flash_attention else a)
+    scores = 0 if flash_attention else step * spec.n_heads * kv * a
     attention = scores + mask + 4 * step * hidden * a
     ffn = step * (2 * _ffn_width(spec) + hidden) * a
     return step, logits, output_stage, attention, ffn

@@ -18,6 +18,7 @@ from calculator.hardware import (
     get_gpu,
     parse_custom_gpu,
     with_usable_fraction,
+    with_wired_limit,
 )
 
 # The issue's list of devices that must be in the catalogue.
@@ -90,9 +91,54 @@ def test_published_figures():
 def test_unified_memory_has_a_usable_fraction():
     mac = get_gpu("M2 Ultra")
     assert mac.unified_memory and mac.category is Category.APPLE
-    assert mac.usable_fraction == 0.75 and mac.usable_bytes == 144 * units.GB
+    # Apple's "192GB" is 192 GiB; Metal logs "recommendedMaxWorkingSetSize = 154618.82 MB" on it
+    # (XiongjieDai/GPU-Benchmarks-on-LLM-Inference@aa72e0ec 'LLaMA 3/Mac/M2ultra_192GB.ipynb')
+    assert mac.memory_bytes == 192 * units.GiB and mac.usable_fraction == 0.75
+    assert f"{mac.usable_bytes / 1e6:.2f}" == "154618.82"
     assert all(g.usable_fraction == 1 for g in catalogue() if not g.unified_memory)
-    assert with_usable_fraction(mac, 0.9).usable_bytes == int(192e9 * 0.9)
+    assert 0 <= with_usable_fraction(mac, 0.9).usable_bytes - 0.9 * 192 * units.GiB < 16384  # a 16 KiB page
+
+
+@pytest.mark.parametrize(
+    "name, logged",
+    [
+        # recommendedMaxWorkingSetSize as llama.cpp's Metal backend logs it (MB = 10^6 bytes; 2023 builds
+        # printed MiB and called them MB): 2/3 of RAM up to 32 GB, 3/4 from 64 GB, rounded up to 16 KiB
+        ("Apple M1 8GB", "5726.63 MB"),  # XiongjieDai ... 'LLaMA 3/Mac/M1_8GB.ipynb'
+        ("Apple M1 Max 32GB", "21845.34 MiB"),  # ggml-org/llama.cpp PR #2011
+        ("Apple M2 Max 32GB", "21845.34 MiB"),  # ollama/ollama issue #434
+        ("Apple M1 Max 64GB", "51539.61 MB"),  # XiongjieDai ... 'LLaMA 3/Mac/M1max_64GB.ipynb'
+        ("Apple M3 Max 64GB", "51539.61 MB"),  # XiongjieDai ... 'LLaMA 3/Mac/M3max_64GB.ipynb'
+        ("Apple M2 Max 96GB", "73728.00 MiB"),  # ggml-org/llama.cpp issue #3213 ("73728,00 MB")
+    ],
+)
+def test_metal_working_set_matches_the_logs(name, logged):
+    value, unit = logged.split()
+    usable = get_gpu(name).usable_bytes
+    assert f"{usable / (1e6 if unit == 'MB' else units.MiB):.2f}" == value
+
+
+def test_wired_limit_override():
+    # antirez/ds4 PR #893: iogpu.wired_limit_mb=114688 -> "recommendedMaxWorkingSetSize: 112.00 GiB"
+    mac = with_wired_limit(get_gpu("M4 Max"), 114688)
+    assert mac.usable_bytes == 112 * units.GiB and "wired limit" in mac.name
+    with pytest.raises(ValueError, match="iogpu.wired_limit_mb is a macOS setting; RTX 4090 is not"):
+        with_wired_limit(get_gpu("RTX 4090"), 1000)
+    with pytest.raises(ValueError, match="iogpu.wired_limit_mb 999999 must be a whole number from 1 to 131072"):
+        with_wired_limit(get_gpu("M4 Max"), 999_999)
+
+
+def test_mixed_setups():
+    a, b = get_gpu("RTX 3090"), get_gpu("RTX 3060 12GB")
+    mixed = GpuSetup([a, b, b])
+    assert mixed.count == 3 and mixed.gpu is a and not mixed.homogeneous
+    assert mixed.label == "RTX 3090 + 2x RTX 3060 12GB" and mixed.usable_bytes == 48 * units.GB
+    assert GpuSetup(a, 2) == GpuSetup([a, a]) and GpuSetup(a, 2).homogeneous
+    assert {get_gpu("RTX 4090").backend.value, get_gpu("M2 Ultra").backend.value} == {"CUDA", "Metal"}
+    with pytest.raises(ValueError, match="GPU count 2 goes with one device"):
+        GpuSetup([a, b], 2)
+    with pytest.raises(ValueError, match="expected a GpuSpec or a list of them, got 'RTX 3090'"):
+        GpuSetup("RTX 3090")
 
 
 @pytest.mark.parametrize(
