@@ -118,8 +118,8 @@ class GpuSpec:
             ("fp16 TFLOPS", self.fp16_tflops),
             ("price", self.price_usd),
         ):
-            if value is not None and not value > 0:
-                raise ValueError(f"GPU {self.name!r}: {label} {value!r} must be positive (or left out)")
+            if value is not None and not 0 < value < float("inf"):
+                raise ValueError(f"GPU {self.name!r}: {label} {value!r} must be a positive finite number (or left out)")
         if not 0 < self.usable_fraction <= 1:
             raise ValueError(
                 f"GPU {self.name!r}: usable fraction {self.usable_fraction!r} must be in (0, 1]; "
@@ -366,6 +366,8 @@ def parse_custom_gpu(text: str) -> GpuSpec:
     Memory takes any unit ``units.parse_bytes`` reads (GB = 10^9, GiB = 2^30). Without a bandwidth
     the decode-speed estimate is left out; without TFLOPS, the prefill estimate.
     """
+    if len(text) > units.MAX_NUMBER_CHARS * 3:  # before the regexes, which backtrack on long digit runs
+        raise ValueError(f"custom GPU {text[:24]!r}... is {len(text):,} characters long; write {_CUSTOM_HELP}")
     parts = text.strip().split(":")
     if parts[0].strip().lower() != "custom" or len(parts) < 2 or not parts[1].strip() or len(parts) > 4:
         raise ValueError(f"custom GPU {text!r} is not understood; write {_CUSTOM_HELP}")
