@@ -28,9 +28,8 @@ from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, Trai
 
 
 def _non_negative(flag: str, value: float) -> float:
-    if not value >= 0:
-        raise ValueError(f"{flag} {value!r} must be >= 0")
-    return value
+    """A MiB/GiB size flag: finite, from 0 to a million (``inf`` and ``nan`` are refused before rounding)."""
+    return units.check_float(flag, value, high=1e6, example="0")
 
 
 def options_from_args(args: argparse.Namespace) -> FitOptions:
