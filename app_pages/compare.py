@@ -24,9 +24,9 @@ from ui.guard import run_page
 from ui.quality_data import bundled_file, bundled_files, reference_frame, reference_title, session_results
 from ui.rows import RESULT_COLUMNS, reference_rows, result_row
 from ui.share import page_title
+from ui.style import RESULTS_FIRST
 from ui.url_state import warn_unknown_url_values
 
-PAGE_KEYS = ("cfiles", "csession", "cref", "cx", "cy", "cxscale", "cyscale", "cfront", "cfam")
 SESSION = "this session"
 # file_uploader counts megabytes of 2^20 bytes: the engine's own cap.
 MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
@@ -79,7 +79,7 @@ def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
 
 
 def main() -> None:
-    page_title("Compare & share", PAGE_KEYS)
+    page_title("Compare & share")
     st.caption("Overlay result files and published tables on one chart, then download the chart or the "
                "data. The address bar holds the whole view (files, tables, axes), so a copied link reopens "
                "it; uploaded files are the exception (they stay in this browser session).")
@@ -117,9 +117,12 @@ def main() -> None:
                 "JSON or pick a published table.", icon=":material/info:")
         return
     x_axis, y_axis = X_AXES[x], Y_AXES[y]
+    title = f"{y} against {x}"
     fig = size_quality_figure(rows, x_axis, y_axis, x_scale=x_scale, y_scale=y_scale, series_key="series",
-                              frontier=front, title=f"{y} against {x}")
-    st.plotly_chart(fig, key="compare_chart", config={"displaylogo": False})
+                              frontier=front)
+    with st.container(key=f"{RESULTS_FIRST}_compare"):
+        st.markdown(f"**{title}**")
+        st.plotly_chart(fig, key="compare_chart", config={"displaylogo": False})
     missing = [r for r in rows if r.get(x_axis.column) is None or r.get(y_axis.column) is None]
     if missing:
         st.caption(f"{len(missing)} point(s) have no {x} or {y} (published tables give bits per weight, "
@@ -140,7 +143,8 @@ def main() -> None:
     with download_bar():
         table_downloads(table, stem=stem, key="compare_table_dl",
                         meta={"sources": [n for n, _ in sources], "published": refs, "x": x, "y": y})
-        figure_downloads(fig, stem=stem, key="compare_chart_dl")
+        figure_downloads(fig, stem=stem, key="compare_chart_dl", title=title,
+                         source="; ".join([n for n, _ in sources] + [reference_title(r) for r in refs]))
         st.download_button("Results (engine JSON)", json.dumps(results_document(list(merged.values())),
                                                                indent=1).encode(),
                            f"{stem}-results.json", "application/json", key="compare_results_json",

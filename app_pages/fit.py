@@ -1,7 +1,12 @@
-"""Will it fit? page: model + format + GPU(s) + context + batch + KV cache type -> a verdict, where the
-bytes go, the longest context and best format that fit, a decode-speed estimate and the catalogue GPUs
-that fit. Every number comes from ``calculator.fit`` (and the modules it cites); this page only reads
-widgets, calls it once per distinct input (cached) and lays the answer out.
+"""Will it fit? page: model + format + GPU(s) + context + batch + KV cache type -> a verdict first, the
+changes that make it fit (buttons that set the widgets), the longest context and best format that fit, a
+decode-speed estimate, then two views: where this run's bytes go (chart, breakdown, the catalogue GPUs that
+fit) and every common format at once with its quality cost (``ui.fit_views``).
+
+Every number comes from ``calculator.fit`` / ``calculator.search``; this page reads widgets, calls them once
+per distinct input (cached) and lays the answer out. Layout, for what comes next: the device row (format,
+GPU, count) has room for one more selector, and the "This format" view for a per-device table under the
+breakdown.
 """
 
 from __future__ import annotations
@@ -13,25 +18,28 @@ from calculator import units
 from calculator.fit import FitOptions, FitResult, Verdict, as_setup, fit
 from calculator.formats import FORMATS
 from calculator.gguf_recipes import FILE_TYPES
-from calculator.hardware import GpuSetup, GpuSpec
+from calculator.hardware import GpuSetup
+from calculator.quality import QUALITY_ORDER
 from calculator.runtime import DEFAULT_UBATCH, CacheType
 from calculator.search import best_format, gpus_that_fit
 from calculator.speed import DECODE_BANDWIDTH_EFFICIENCY, PREFILL_COMPUTE_EFFICIENCY
 from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, TrainingMode
+from ui import fit_views
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.pickers import (
     CONFIG,
     HUB,
-    MODEL_KEYS,
     PRESET,
     ModelChoice,
+    context_input,
     gpu_names,
     gpu_select,
     model_picker,
     resolve_subject,
 )
 from ui.share import page_title
+from ui.style import RESULTS_FIRST
 from ui.url_state import warn_unknown_url_value
 
 # The formats people pick most, first; then every GGUF file type and every other weight format.
@@ -48,59 +56,37 @@ PRECISIONS = [p.value for p in Precision]
 MAX_CONTEXT_TOKENS = 10_000_000
 MAX_BATCH = 4096
 MAX_GPUS = 64
-PAGE_KEYS = (*MODEL_KEYS, "fmt", "gpu", "gpu_custom", "n_gpus", "ctx", "batch", "kv", "mode", "fa",
-             "ubatch", "cpu_ram_gb", "lora_rank", "lora_targets", "optim", "precision", "ckpt")
+VIEWS = ("This format", "Every format")
+"""The two views under the numbers (URL key ``view``); only the open one is computed."""
 
 
-def _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes):
+@st.cache_data(max_entries=256, show_spinner=False)
+def evaluate(ref: tuple[str, str], fmt: str, setup: GpuSetup, context: int, batch: int, opts: FitOptions
+             ) -> FitResult:
+    """``fit`` for one set of inputs (cached: a rerun with the same inputs costs nothing)."""
     spec = resolve_subject(ref)
     if isinstance(spec, int):
         raise ValueError("a fit needs the architecture (layers, KV heads): pick a preset, a Hub id or a "
                          "config.json")
-    return spec, GpuSetup(gpu, n_gpus, cpu_ram_bytes)
+    return fit(spec, fmt, setup, context, batch, options=opts)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def evaluate(ref: tuple[str, str], fmt: str, gpu: GpuSpec, n_gpus: int, context: int, batch: int,
-             cpu_ram_bytes: int | None, options: tuple[tuple[str, object], ...]
-             ) -> tuple[FitResult, tuple[FitResult, ...]]:
-    """(fit, gpus_that_fit) for one set of inputs (``options``: FitOptions fields as pairs). A plain tuple of
-    calculator dataclasses: st.cache_data pickles it, and a class defined in a page script (run as
-    ``__main__``) would not unpickle."""
-    spec, setup = _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes)
-    opts = FitOptions(**dict(options))
-    result = fit(spec, fmt, setup, context, batch, options=opts)
-    fitting = gpus_that_fit(spec, fmt, context, batch, options=opts, count=n_gpus, cpu_ram_bytes=cpu_ram_bytes)
-    return result, tuple(fitting)
+def evaluate_gpus(ref: tuple[str, str], fmt: str, setup: GpuSetup, context: int, batch: int, opts: FitOptions
+                  ) -> tuple[FitResult, ...]:
+    """Every catalogue GPU on which ``setup.count`` copies fit (a plain tuple: st.cache_data pickles it)."""
+    return tuple(gpus_that_fit(resolve_subject(ref), fmt, context, batch, options=opts, count=setup.count,
+                               cpu_ram_bytes=setup.cpu_ram_bytes))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def evaluate_best(ref: tuple[str, str], fmt: str, gpu: GpuSpec, n_gpus: int, context: int, batch: int,
-                  cpu_ram_bytes: int | None, options: tuple[tuple[str, object], ...]) -> FitResult | None:
-    """best_format for the same inputs. Separate because it sizes ~30 formats (a GGUF recipe replay
-    each, ~0.5 s for a 405B model the first time): the page draws everything else first."""
-    spec, setup = _setup_and_spec(ref, gpu, n_gpus, cpu_ram_bytes)
-    return best_format(spec, setup, context, batch, options=FitOptions(**dict(options)))
-
-
-def _verdict(r: FitResult, setup: GpuSetup) -> None:
-    where = f"{r.gpu_count}× {r.gpu}" if r.gpu_count > 1 else r.gpu
-    use = (f"{units.fmt_gb(r.per_device_bytes)} of {units.fmt_gb(r.usable_bytes)} usable per GPU "
-           f"({units.fmt_gib(r.per_device_bytes)} of {units.fmt_gib(r.usable_bytes)})")
-    if r.verdict is Verdict.FITS:
-        st.success(f"**Fits** on {where}: {use}, {units.fmt_gb(r.headroom_bytes)} free.",
-                   icon=":material/check_circle:")
-    elif r.verdict is Verdict.OFFLOAD:
-        offloaded = r.n_layers - r.gpu_layers
-        cpu = units.fmt_gb(r.cpu_offload_bytes)
-        st.warning(f"**Offload {offloaded} layers** to the CPU: {r.gpu_layers} of {r.n_layers} blocks on "
-                   f"{where} (llama.cpp `-ngl {r.gpu_layers}`), {cpu} in CPU RAM. GPU side: {use}.",
-                   icon=":material/swap_horiz:")
-    else:
-        st.error(f"**Does not fit** on {where}: needs {units.fmt_gb(r.per_device_bytes)} per GPU, "
-                 f"{units.fmt_gb(r.usable_bytes)} usable ({units.fmt_gb(-r.headroom_bytes)} short). "
-                 "Try a smaller format, a shorter context, a quantized KV cache or more GPUs.",
-                 icon=":material/block:")
+def evaluate_best(ref: tuple[str, str], setup: GpuSetup, context: int, batch: int, opts: FitOptions
+                  ) -> tuple[FitResult | None, FitResult]:
+    """(best_format, the last-ranked format's fit): the second says why when nothing fits. Sizes ~30
+    formats (a GGUF recipe replay each, ~0.5 s for a 405B model the first time)."""
+    spec = resolve_subject(ref)
+    smallest = fit(spec, QUALITY_ORDER[-1], setup, context, batch, options=opts, with_max_context=False)
+    return best_format(spec, setup, context, batch, options=opts), smallest
 
 
 def _segments(r: FitResult) -> list[tuple[str, int]]:
@@ -118,7 +104,7 @@ _COLORS = {"weights": "#4C78A8", "KV cache": "#F58518", "runtime overhead": "#B7
            "optimizer states": "#72B7B2", "activations": "#54A24B", "logits": "#EECA3B"}
 
 
-def _chart(r: FitResult, setup: GpuSetup, title: str) -> go.Figure:
+def _chart(r: FitResult, setup: GpuSetup) -> go.Figure:
     fig = go.Figure()
     for label, n_bytes in _segments(r):
         fig.add_bar(y=["this run"], x=[units.to_gb(n_bytes)], name=label, orientation="h",
@@ -129,106 +115,129 @@ def _chart(r: FitResult, setup: GpuSetup, title: str) -> go.Figure:
                                   "%{customdata[1]:,} bytes<extra></extra>")
     fig.add_vline(x=units.to_gb(setup.usable_bytes), line_dash="dash", line_color="#333", line_width=2,
                   annotation_text=f"{setup.label}: {units.fmt_gb(setup.usable_bytes)} usable",
-                  annotation_position="top")
-    fig.update_layout(title=title, barmode="stack", height=240, margin={"t": 70, "b": 40, "l": 10, "r": 10},
-                      xaxis_title="memory (GB = 10⁹ bytes)", yaxis={"visible": False},
-                      legend={"orientation": "h", "y": -0.45, "traceorder": "normal"},
-                      uniformtext={"minsize": 9, "mode": "hide"})
+                  annotation_position="top left")
+    fig.update_layout(template="plotly_white", barmode="stack", height=230,
+                      margin={"t": 30, "b": 10, "l": 10, "r": 10}, xaxis_title="memory (GB = 10⁹ bytes)",
+                      yaxis={"visible": False}, uniformtext={"minsize": 9, "mode": "hide"},
+                      legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
+                              "traceorder": "normal"})
     return fig
 
 
 def _gpu_rows(fitting: tuple[FitResult, ...]) -> list[dict]:
-    rows = []
-    for g in fitting:
-        rows.append({"gpu": g.gpu, "count": g.gpu_count, "usable_bytes": g.usable_bytes,
-                     "usable_gb": units.to_gb(g.usable_bytes), "per_device_bytes": g.per_device_bytes,
-                     "per_device_gb": units.to_gb(g.per_device_bytes), "headroom_pct": g.headroom_pct,
-                     "decode_tokens_per_s": g.decode_tokens_per_s})
-    return rows
+    return [{"gpu": g.gpu, "count": g.gpu_count, "usable_bytes": g.usable_bytes,
+             "usable_gb": units.to_gb(g.usable_bytes), "per_device_bytes": g.per_device_bytes,
+             "per_device_gb": units.to_gb(g.per_device_bytes), "headroom_pct": g.headroom_pct,
+             "decode_tokens_per_s": g.decode_tokens_per_s} for g in fitting]
+
+
+def _options(mode: str, kv: str | None) -> tuple[FitOptions, int | None]:
+    """(FitOptions, CPU RAM bytes or None). A mode's own settings are drawn only in that mode, so the link
+    carries no LoRA settings in inference mode (the others keep FitOptions' defaults)."""
+    training, lora = mode != "Inference", mode in ("LoRA", "QLoRA")
+    with st.expander("Training options" if training else "Runtime options"):
+        o = st.columns(3)
+        flash = o[0].checkbox("Flash attention", True, key="fa", bind="query-params")
+        if not training:
+            ubatch = o[1].number_input("Prompt tokens per step", 1, 65536, DEFAULT_UBATCH, key="ubatch",
+                                       bind="query-params",
+                                       help="llama.cpp -ub (micro-batch); sets the compute buffer")
+            cpu_ram_gb = o[2].number_input("CPU RAM (GB)", 0, 100_000, 0, key="cpu_ram_gb", bind="query-params",
+                                           help="For the offload verdict; 0 = not checked")
+            opts = FitOptions(kv_type=kv, flash_attention=flash, ubatch=int(ubatch))
+            return opts, int(cpu_ram_gb) * units.GB if cpu_ram_gb else None
+        ckpt = o[1].checkbox("Gradient checkpointing", False, key="ckpt", bind="query-params")
+        optim = o[2].selectbox("Optimizer", OPTIMIZERS, key="optim", bind="query-params")
+        t = st.columns(3)
+        settings = {}
+        if lora:
+            settings["lora_rank"] = int(t[0].number_input("LoRA rank", 1, 4096, 16, key="lora_rank",
+                                                          bind="query-params"))
+            targets = t[1].text_input("LoRA targets", ",".join(PEFT_DEFAULT_TARGETS), key="lora_targets",
+                                      bind="query-params", help="Module names, comma-separated, or all-linear")
+            settings["lora_targets"] = tuple(x.strip() for x in targets.split(",") if x.strip())
+        else:
+            settings["precision"] = t[0].selectbox("Precision", PRECISIONS, key="precision",
+                                                   bind="query-params", help="How weights and gradients are held")
+    return FitOptions(mode=MODES[mode], flash_attention=flash, gradient_checkpointing=ckpt, optimizer=optim,
+                      **settings), None
 
 
 def _inputs() -> tuple[ModelChoice | None, dict]:
     choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG))
-    c = st.columns([2, 2, 1, 1.3, 1, 1.2])
+    devices = st.columns([2, 2, 1])  # room for one more selector (an engine) at the right
     warn_unknown_url_value("fmt", FORMAT_OPTIONS, "format")
-    fmt = c[0].selectbox("Format", FORMAT_OPTIONS, index=0, key="fmt", bind="query-params",
-                         help="A GGUF file type (Q4_K_M...) or any weight format. Type to search.")
-    with c[1]:
+    fmt = devices[0].selectbox("Format", FORMAT_OPTIONS, index=0, key="fmt", bind="query-params",
+                               help="A GGUF file type (Q4_K_M...) or any weight format. Type to search.")
+    with devices[1]:
         gpu = gpu_select()
-    n_gpus = c[2].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
-                               help="Identical GPUs, tensor-parallel split")
-    context = c[3].number_input("Context (tokens)", 1, MAX_CONTEXT_TOKENS, 8192, step=1024, key="ctx",
-                                bind="query-params")
-    batch = c[4].number_input("Batch", 1, MAX_BATCH, 1, key="batch", bind="query-params",
-                              help="Sequences decoded together")
-    kv = c[5].selectbox("KV cache", KV_TYPES, index=KV_TYPES.index("fp16"), key="kv", bind="query-params",
-                        help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
-    m1, m2 = st.columns(2, vertical_alignment="bottom")
+    n_gpus = devices[2].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
+                                     help="Identical GPUs, tensor-parallel split")
+    run = st.columns([1.3, 2, 0.9, 1.1], vertical_alignment="bottom")  # filled after the mode is known
+    m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
     mode = m1.segmented_control("Mode", list(MODES), default="Inference", key="mode", bind="query-params",
-                                required=True,
-                                help="Training adds gradients, optimizer states and activations")
-    with m2.expander("Runtime and training options"):
-        o = st.columns(4)
-        flash = o[0].checkbox("Flash attention", True, key="fa", bind="query-params")
-        ubatch = o[1].number_input("Prompt tokens per step", 1, 65536, DEFAULT_UBATCH, key="ubatch",
-                                   bind="query-params",
-                                   help="llama.cpp -ub (micro-batch); sets the compute buffer")
-        cpu_ram_gb = o[2].number_input("CPU RAM (GB)", 0, 100_000, 0, key="cpu_ram_gb", bind="query-params",
-                                       help="For the offload verdict; 0 = not checked")
-        ckpt = o[3].checkbox("Gradient checkpointing", False, key="ckpt", bind="query-params")
-        t = st.columns(4)
-        lora_rank = t[0].number_input("LoRA rank", 1, 4096, 16, key="lora_rank", bind="query-params")
-        targets = t[1].text_input("LoRA targets", ",".join(PEFT_DEFAULT_TARGETS), key="lora_targets",
-                                  bind="query-params", help="Module names, comma-separated, or all-linear")
-        optim = t[2].selectbox("Optimizer", OPTIMIZERS, key="optim", bind="query-params")
-        precision = t[3].selectbox("Precision", PRECISIONS, key="precision", bind="query-params",
-                                   help="Full fine-tune: how weights and gradients are held")
-    options = (("mode", MODES[mode].value), ("kv_type", kv), ("flash_attention", flash),
-               ("ubatch", int(ubatch)), ("gradient_checkpointing", ckpt), ("lora_rank", int(lora_rank)),
-               ("lora_targets", tuple(x.strip() for x in targets.split(",") if x.strip())),
-               ("optimizer", optim), ("precision", precision))
-    cpu_ram_bytes = int(cpu_ram_gb) * units.GB if cpu_ram_gb else None
-    return choice, {"fmt": fmt, "gpu": gpu, "n_gpus": int(n_gpus), "context": int(context),
-                    "batch": int(batch), "cpu_ram_bytes": cpu_ram_bytes, "options": options}
+                                required=True, help="Training adds gradients, optimizer states and activations")
+    max_context = choice.spec.max_context if choice and choice.spec else None
+    context = context_input(run[0], run[1], max_context=max_context, max_value=MAX_CONTEXT_TOKENS)
+    batch = run[2].number_input("Batch", 1, MAX_BATCH, 1, key="batch", bind="query-params",
+                                help="Sequences decoded together (llama.cpp --parallel slots)")
+    kv = None
+    if mode == "Inference":  # the KV cache is an inference setting
+        kv = run[3].selectbox("KV cache", KV_TYPES, index=KV_TYPES.index("fp16"), key="kv", bind="query-params",
+                              help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
+    with m2:
+        opts, cpu_ram_bytes = _options(mode, kv)
+    setup = as_setup(gpu, int(n_gpus), cpu_ram_bytes) if gpu else None
+    return choice, {"fmt": fmt, "setup": setup, "context": context, "batch": int(batch), "opts": opts}
 
 
-def main() -> None:
-    page_title("Will it fit?", PAGE_KEYS)
-    verdict_box = st.container()
-    choice, inputs = _inputs()
-    if choice is None or inputs["gpu"] is None:
-        return
-    setup = as_setup(inputs["gpu"], inputs["n_gpus"], inputs["cpu_ram_bytes"])
-    r, fitting = evaluate(choice.ref, **inputs)
-    with verdict_box:
-        st.caption(f"{choice.label} · {r.format} · {setup.label} · {r.context:,} tokens × batch "
-                   f"{r.batch} · {r.mode.value} · model from {choice.short_source}", help=choice.source)
-        _verdict(r, setup)
-        for w in r.warnings:
-            st.warning(w, icon=":material/warning:")
+def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice: ModelChoice, inputs: dict
+              ) -> None:
+    """Max context, best format (each with a button that applies it, or why there is none), decode, prefill."""
+    with st.container(key="headline"):
+        m = st.columns(4)
+    with m[0].container(border=True):
+        if r.max_context is None:
+            st.metric("Max context (tokens)", "n/a", help="The model config gives no maximum context")
+        elif r.max_context:
+            st.metric("Max context (tokens)", f"{r.max_context:,}",
+                      help="Longest context (up to the model's maximum) that fits entirely on the GPU(s) at "
+                           "this batch and KV cache type")
+            if r.max_context != inputs["context"]:
+                st.button(f"Use {r.max_context:,}", key="use_max_ctx", on_click=fit_views.apply_changes,
+                          args=((("ctx", r.max_context),),), type="tertiary", icon=":material/north_east:")
+        else:
+            one = evaluate(choice.ref, inputs["fmt"], inputs["setup"], 1, inputs["batch"], inputs["opts"])
+            st.metric("Max context (tokens)", "none")
+            st.caption(f"Not even 1 token: weights and buffers alone need {units.fmt_gb(one.per_device_bytes)} "
+                       f"per GPU of {units.fmt_gb(one.usable_bytes)}.")
+    with m[1].container(border=True):
+        st.metric("Best format that fits", best.format if best else "none",
+                  help="Highest quality (lowest KL divergence on llama.cpp's Llama-3-8B scoreboard) that fits "
+                       "entirely on the GPU(s)")
+        if best is None and r.mode is TrainingMode.INFERENCE:
+            st.caption(f"Even {smallest.format} (the smallest ranked) needs "
+                       f"{units.fmt_gb(smallest.per_device_bytes)} per GPU of "
+                       f"{units.fmt_gb(smallest.usable_bytes)}.")
+        elif best is not None and best.format != inputs["fmt"]:
+            st.button(f"Use {best.format}", key="use_best_fmt", on_click=fit_views.apply_changes,
+                      args=((("fmt", best.format),),), type="tertiary", icon=":material/north_east:")
+    with m[2].container(border=True):
+        st.metric("Decode (tokens/s)", f"~{r.decode_tokens_per_s:,.1f}" if r.decode_tokens_per_s else "n/a",
+                  help=f"Memory-bandwidth roofline × {DECODE_BANDWIDTH_EFFICIENCY} efficiency "
+                       "(calculator.speed cites the llama.cpp measurements); n/a: training mode, no "
+                       "bandwidth for this GPU, or it does not fit")
+    with m[3].container(border=True):
+        st.metric("Prefill (s)", f"~{r.prefill_seconds:,.2f}" if r.prefill_seconds is not None else "n/a",
+                  help=f"Whole context: compute roofline × {PREFILL_COMPUTE_EFFICIENCY} efficiency (FLOPs per "
+                       "token from Kaplan et al. 2020)")
 
-    m = st.columns(4)
-    if r.max_context is None:
-        m[0].metric("Max context (tokens)", "n/a", border=True,
-                    help="The model config gives no maximum context")
-    else:
-        m[0].metric("Max context (tokens)", f"{r.max_context:,}" if r.max_context else "none", border=True,
-                    help="Longest context (up to the model's maximum) that fits entirely on the GPU(s) at "
-                         "this batch and KV cache type; none: not even one token")
-    best_box = m[1].empty()  # filled last (see evaluate_best); "…" until then
-    best_box.metric("Best format that fits", "…", border=True)
-    if r.decode_tokens_per_s is not None:
-        m[2].metric("Decode (tokens/s)", f"~{r.decode_tokens_per_s:,.1f}", border=True,
-                    help=f"Memory-bandwidth roofline × {DECODE_BANDWIDTH_EFFICIENCY} efficiency "
-                         "(calculator.speed cites the llama.cpp measurements)")
-    else:
-        m[2].metric("Decode (tokens/s)", "n/a", border=True,
-                    help="Not estimated: training mode, no bandwidth for this GPU, or it does not fit")
-    m[3].metric("Prefill (s)", f"~{r.prefill_seconds:,.2f}" if r.prefill_seconds is not None else "n/a",
-                border=True, help=f"Whole context: compute roofline × {PREFILL_COMPUTE_EFFICIENCY} "
-                                  "efficiency (FLOPs per token from Kaplan et al. 2020)")
 
-    fig = _chart(r, setup, f"{choice.label} · {r.format} · {r.context:,} tokens on {setup.label}")
+def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str) -> None:
+    setup = inputs["setup"]
+    title = f"{choice.label} · {r.format} · {r.context:,} tokens on {setup.label}"
+    st.markdown(f"**{title}**")
+    fig = _chart(r, setup)
     st.plotly_chart(fig, key="fit_chart", config={"displaylogo": False})
     breakdown = [{"part": label, "bytes": n, "gb": units.to_gb(n), "gib": units.to_gib(n)}
                  for label, n in _segments(r)]
@@ -238,15 +247,16 @@ def main() -> None:
     with left:
         st.markdown("**Where the bytes go**")
         st.dataframe(breakdown, hide_index=True, key="fit_breakdown", column_config={
-            "part": "Part", "bytes": st.column_config.NumberColumn("Bytes", format="localized"),
-            "gb": st.column_config.NumberColumn("GB (10⁹ B)", format="%.2f"),
-            "gib": st.column_config.NumberColumn("GiB (2³⁰ B)", format="%.2f")})
+            "part": "Part", "gb": st.column_config.NumberColumn("GB (10⁹ B)", format="%.2f"),
+            "gib": st.column_config.NumberColumn("GiB (2³⁰ B)", format="%.2f"),
+            "bytes": st.column_config.NumberColumn("Bytes", format="localized")},
+            column_order=("part", "gb", "gib", "bytes"))
         st.caption("Sources: weights calculator.memory; KV cache and overhead calculator.runtime (llama.cpp "
                    "llama-kv-cache.cpp, CUDA context measurements); training calculator.training.")
-    gpu_rows = _gpu_rows(fitting)
+    gpu_rows = _gpu_rows(evaluate_gpus(choice.ref, **inputs))
     with right:
         st.markdown(f"**Catalogue GPUs that fit** ({len(gpu_rows)} of {len(gpu_names())}, "
-                    f"{inputs['n_gpus']} each)")
+                    f"{setup.count} each)")
         st.dataframe(gpu_rows, hide_index=True, key="fit_gpus", height=280, column_config={
             "gpu": "GPU", "count": None, "usable_bytes": None, "per_device_bytes": None,
             "usable_gb": st.column_config.NumberColumn("Usable GB", format="%.1f"),
@@ -254,18 +264,60 @@ def main() -> None:
             "headroom_pct": st.column_config.ProgressColumn("Free", format="%.0f%%", min_value=0,
                                                             max_value=100),
             "decode_tokens_per_s": st.column_config.NumberColumn("Decode tokens/s", format="%.0f")})
-
-    best = evaluate_best(choice.ref, **inputs)
-    best_box.metric("Best format that fits", best.format if best else "none", border=True,
-                    help="Highest quality (lowest KL divergence on llama.cpp's Llama-3-8B scoreboard) that "
-                         "fits entirely on the GPU(s)")
-
     stem = f"quantfit-fit-{choice.label}-{r.format}-{r.gpu}".replace(" ", "_").replace("/", "_")
-    meta = {"fit": r.to_dict(), "best_format": best.format if best else None, "model_source": choice.source}
+    meta = {"fit": r.to_dict(), "model_source": choice.source}
+    source = (f"{title} × batch {r.batch}, {r.mode.value}; model: {choice.short_source}; calculator.fit "
+              "(llama.cpp KV cache and offload rules)")
     with download_bar():
         table_downloads(breakdown, stem=stem, key="fit_breakdown_dl", meta=meta, label="Breakdown")
         table_downloads(gpu_rows, stem=f"{stem}-gpus", key="fit_gpus_dl", meta=meta, label="GPUs that fit")
-        figure_downloads(fig, stem=stem, key="fit_chart_dl")
+        figure_downloads(fig, stem=stem, key="fit_chart_dl", title=headline, source=source)
+
+
+def _every_format(choice: ModelChoice, inputs: dict) -> None:
+    setup = inputs["setup"]
+    rows = fit_views.every_format(choice.ref, setup, inputs["context"], inputs["batch"], inputs["opts"])
+    st.markdown(f"**Every common file type of {choice.label} on {setup.label} at {inputs['context']:,} tokens**")
+    st.dataframe(fit_views.styled_every_format(rows), hide_index=True, key="fit_every_format",
+                 column_config=fit_views.EVERY_FORMAT_COLUMNS, column_order=list(fit_views.EVERY_FORMAT_COLUMNS))
+    best = next((r for r in rows if r["best"]), None)
+    st.caption(("★ best: the lowest KLD that fits entirely on the GPU(s). " if best else
+                "None of these fits entirely on the GPU(s). ") +
+               f"KLD: {rows[0]['quality_source'] or 'none published'} unless the row says otherwise; the KLD of "
+               "one model is a guide to the ranking, not the value for another.")
+    stem = f"quantfit-formats-{choice.label}-{setup.label}".replace(" ", "_").replace("/", "_")
+    with download_bar():
+        table_downloads(rows, stem=stem, key="fit_every_format_dl", label="Every format",
+                        meta={"model": choice.label, "gpus": setup.label, "context": inputs["context"]})
+
+
+def main() -> None:
+    page_title("Will it fit?")
+    answer = st.container(key=f"{RESULTS_FIRST}_verdict")
+    choice, inputs = _inputs()
+    if choice is None or inputs["setup"] is None:
+        return
+    r = evaluate(choice.ref, **inputs)
+    with answer:
+        st.caption(f"{choice.label} · {r.format} · {inputs['setup'].label} · {r.context:,} tokens × batch "
+                   f"{r.batch} · {r.mode.value} · model from {choice.short_source}", help=choice.source)
+        headline = fit_views.draw_verdict(r, inputs["setup"])
+        if r.verdict is not Verdict.FITS:
+            items = fit_views.advice(choice.ref, inputs["fmt"], inputs["setup"], inputs["context"],
+                                     inputs["batch"], inputs["opts"], r.max_context)
+            fit_views.draw_advice(items, r)
+        for w in r.warnings:
+            st.warning(w, icon=":material/warning:")
+    best, smallest = evaluate_best(choice.ref, inputs["setup"], inputs["context"], inputs["batch"],
+                                   inputs["opts"])
+    _headline(r, best, smallest, choice, inputs)
+    tabs = st.tabs(VIEWS, key="view", bind="query-params", on_change="rerun")
+    if tabs[0].open:
+        with tabs[0]:
+            _this_format(r, choice, inputs, headline)
+    if tabs[1].open:
+        with tabs[1]:
+            _every_format(choice, inputs)
 
 
 run_page(main)

@@ -12,10 +12,10 @@ from calculator.gguf_recipes import FILE_TYPES, SOURCE, gguf_file
 from ui.export import table_downloads
 from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
-from ui.pickers import CONFIG, HUB, MODEL_KEYS, PRESET, model_picker, resolve_subject
+from ui.pickers import CONFIG, HUB, PRESET, model_picker, resolve_subject
 from ui.share import page_title
 
-PAGE_KEYS = ("fam", *MODEL_KEYS, "ft")
+TABS = ("Weight formats", "GGUF file types", "Recipe on a model")
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -173,15 +173,19 @@ def _recipe_section() -> None:
 
 
 def main() -> None:
-    page_title("Formats: what the bytes hold", PAGE_KEYS)
+    page_title("Formats: what the bytes hold")
     st.caption(f"Every weight format quantfit sizes, with its exact bits per weight. {GB_NOTE}.")
-    tab_formats, tab_files, tab_recipe = st.tabs(["Weight formats", "GGUF file types", "Recipe on a model"])
-    with tab_formats:
-        _formats_section()
-    with tab_files:
-        _file_types_section()
-    with tab_recipe:
-        _recipe_section()
+    # The open tab is in the URL (``tab=Recipe+on+a+model``), and only the open tab runs.
+    tab_formats, tab_files, tab_recipe = st.tabs(TABS, key="tab", bind="query-params", on_change="rerun")
+    if tab_formats.open:
+        with tab_formats:
+            _formats_section()
+    if tab_files.open:
+        with tab_files:
+            _file_types_section()
+    if tab_recipe.open:
+        with tab_recipe:
+            _recipe_section()
 
 
 run_page(main)

@@ -17,8 +17,9 @@ from calculator.memory import WeightMemory, weight_memory
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
-from ui.pickers import MODEL_KEYS, PARAMS, gpu_multiselect, model_picker, resolve_subject
+from ui.pickers import PARAMS, gpu_multiselect, model_picker, resolve_subject
 from ui.share import page_title
+from ui.style import RESULTS_FIRST
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
 # types (Q4_K_M...); a bare count gets their main tensor types, as file types need tensor names.
@@ -29,7 +30,6 @@ SPEC_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_
 PARAMS_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_XS")
 
 FILE_TYPE_LABEL = "GGUF file type"
-PAGE_KEYS = (*MODEL_KEYS, "add", "gpus")
 
 
 def _row(mem: WeightMemory, is_file_type: bool) -> dict:
@@ -71,7 +71,7 @@ def weight_table(ref: tuple[str, str], formats: tuple[str, ...]) -> tuple[list[d
     return rows, skipped
 
 
-def _chart(rows: list[dict], gpus, title: str) -> go.Figure:
+def _chart(rows: list[dict], gpus) -> go.Figure:
     fig = go.Figure()
     for family in dict.fromkeys(r["family"] for r in rows):
         part = [r for r in rows if r["family"] == family]
@@ -90,21 +90,22 @@ def _chart(rows: list[dict], gpus, title: str) -> go.Figure:
                            align="left",
                            font={"size": 11})
     fig.update_layout(
-        title=title, barmode="group", bargap=0.15, height=560, margin={"t": 50, "b": 10, "l": 10, "r": 120},
-        yaxis_title="weight memory (GB = 10⁹ bytes)", xaxis_title=None,
-        legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "title": None},
+        template="plotly_white", barmode="group", bargap=0.15, height=560,
+        margin={"t": 30, "b": 10, "l": 10, "r": 90}, yaxis_title="weight memory (GB = 10⁹ bytes)",
+        xaxis_title=None,
+        legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "title": None},
         xaxis={"categoryorder": "array", "categoryarray": [r["format"] for r in rows], "tickangle": -45},
     )
     return fig
 
 
-_COLUMNS = {
+_COLUMNS = {  # the sizes first: on a phone only the first columns are on screen
     "format": st.column_config.TextColumn("Format", pinned=True),
-    "family": st.column_config.TextColumn("Family"),
-    "bits_per_weight": st.column_config.NumberColumn("Bits / weight", format="%.4f",
-                                                     help="Effective: all stored bits / parameters"),
     "weight_gb": st.column_config.NumberColumn("GB (10⁹ B)", format="%.2f"),
     "weight_gib": st.column_config.NumberColumn("GiB (2³⁰ B)", format="%.2f"),
+    "bits_per_weight": st.column_config.NumberColumn("Bits / weight", format="%.4f",
+                                                     help="Effective: all stored bits / parameters"),
+    "family": st.column_config.TextColumn("Family"),
     "weight_bytes": st.column_config.NumberColumn("Exact bytes", format="localized"),
     "tensor_types": st.column_config.TextColumn("Tensors stored as", width="medium"),
     "holds": st.column_config.TextColumn("What the bytes hold", width="large"),
@@ -112,10 +113,21 @@ _COLUMNS = {
 }
 
 
+def _headline(choice, by_name: dict[str, dict]) -> None:
+    """Parameters and the fp16 / int8 / int4 sizes: the rule of thumb, on the first screen."""
+    with st.container(key="headline"):
+        metrics = st.columns(4)
+    metrics[0].metric("Parameters", units.fmt_count(choice.total_params), help=choice.source, border=True)
+    for col, name in zip(metrics[1:], ("fp16", "int8", "int4"), strict=True):
+        r = by_name[name]
+        col.metric(f"{name} weights", units.fmt_gb(r["weight_bytes"]), border=True,
+                   delta=units.fmt_gib(r["weight_bytes"]), delta_color="off", delta_arrow="off",
+                   help=f"{r['bits_per_weight_exact']} bits per weight; {r['source']}")
+
+
 def main() -> None:
-    page_title("How big are the weights?", PAGE_KEYS)
-    st.caption("Weight memory of one model in every format family: exact bytes, scales and zeros included. "
-               f"{GB_NOTE}.")
+    page_title("How big are the weights?")
+    answer = st.container(key=f"{RESULTS_FIRST}_sizes")
     choice = model_picker(default_source=PARAMS)
     if choice is None:
         return
@@ -143,18 +155,16 @@ def main() -> None:
     formats = base + tuple(extra)
     rows, skipped = weight_table(choice.ref, formats)
     by_name = {r["format"]: r for r in rows}
-    metrics = st.columns(4)
-    metrics[0].metric("Parameters", units.fmt_count(choice.total_params), help=choice.source, border=True)
-    for col, name in zip(metrics[1:], ("fp16", "int8", "int4"), strict=True):
-        r = by_name[name]
-        col.metric(f"{name} weights", units.fmt_gb(r["weight_bytes"]), border=True,
-                   delta=units.fmt_gib(r["weight_bytes"]), delta_color="off", delta_arrow="off",
-                   help=f"{r['bits_per_weight_exact']} bits per weight; {r['source']}")
+    with answer:
+        st.caption("Weight memory of one model in every format family: exact bytes, scales and zeros "
+                   f"included. {GB_NOTE}.")
+        _headline(choice, by_name)
     for name, why in skipped:
         st.warning(f"{name} is left out: {why}", icon=":material/info:")
 
     title = f"Weight memory of {choice.label} by format"
-    fig = _chart(rows, gpus, title)
+    st.markdown(f"**{title}**")
+    fig = _chart(rows, gpus)
     st.plotly_chart(fig, key="memory_chart", config={"displaylogo": False})
     st.caption("Bars: exact weight bytes (KV cache and runtime overhead are not included: see “Will it "
                "fit?”). Dashed lines: GPU memory as sold. Hover a bar for GiB and bits per weight.")
@@ -163,10 +173,15 @@ def main() -> None:
                  row_height=35, height=35 * (len(rows) + 1) + 3)  # every row visible, header included
 
     stem = f"quantfit-memory-{choice.label}".replace(" ", "_").replace("/", "_")
+    fp16, int4 = by_name["fp16"]["weight_bytes"], by_name["int4"]["weight_bytes"]
+    headline = (f"{title}: fp16 {units.fmt_gb(fp16)}, int4 {units.fmt_gb(int4)} "
+                f"({units.fmt_count(choice.total_params)} parameters)")
     with download_bar():
         table_downloads(rows, stem=stem, key="memory_table_dl",
                         meta={"model": choice.label, "params": choice.total_params, "source": choice.source})
-        figure_downloads(fig, stem=stem, key="memory_chart_dl")
+        figure_downloads(fig, stem=stem, key="memory_chart_dl", title=headline,
+                         source=f"model: {choice.short_source}; exact tensor bytes, calculator.memory (gguf "
+                                "GGML_QUANT_SIZES, llama.cpp llama-quant.cpp)")
 
 
 run_page(main)

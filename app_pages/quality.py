@@ -12,7 +12,6 @@ cancelled run resumes. Rows, chart and links are shared with the other quality p
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -24,19 +23,21 @@ from evaluation.plan import (
     GROUPS,
     PlanFamily,
     RunSettings,
-    method_ids_to_run,
     plan_methods,
-    run_methods,
+    requantizes_source_grid,
+    shown_by_choice,
 )
 from evaluation.results import Result, results_document
-from ui.charts import SCALES, X_AXES, Y_AXES, Axis, selected_row, size_quality_figure
+from ui.charts import SCALES, X_AXES, Y_AXES, Axis, collapsed_rows, selected_row, size_quality_figure
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
-from ui.labels import GB_NOTE
+from ui.labels import GB_NOTE, plural
 from ui.pickers import gpu_select, preset_labels
-from ui.quality_data import baseline_store, bundled_results, keep_result, matching_results, session_results
+from ui.quality_data import bundled_results, keep_result, matching_results, session_results
+from ui.quality_run import run_caption, run_with_progress
 from ui.rows import RESULT_COLUMNS, add_links, result_row
 from ui.share import fit_url, known_format, memory_url, page_title
+from ui.style import RESULTS_FIRST
 from ui.url_state import warn_unknown_url_value
 
 CORPORA = ("shakespeare", "wikitext2")
@@ -46,8 +47,6 @@ CONTEXTS = (128, 256, 512, 1024)
 FAMILIES = [f.value for f in PlanFamily]
 # The model a point's format is priced on in Memory / Will it fit ("Q4_K_M for a 70B model").
 PRICE_MODEL = "llama-3.1-70b"
-PAGE_KEYS = ("qmodel", "qcorpus", "qtokens", "qctx", "qfam", "qbits", "qgroup", "qextra", "qx", "qy",
-             "qxscale", "qyscale", "qfront", "qfor", "qgpu")
 
 SMOLLM2_BANNER = (
     "**The default model's “unquantized” weights are already 4-bit.** SmolLM2-135M-Instruct ships here as "
@@ -77,10 +76,11 @@ def _settings_row() -> RunSettings:
 
 def _method_row() -> tuple[list[str], list[int], int]:
     c = st.columns([5.5, 3.3, 1.4], vertical_alignment="bottom")
-    families = c[0].pills("Methods", FAMILIES, selection_mode="multi", default=["RTN", "GGUF"], key="qfam",
-                          bind="query-params")
-    bits = c[1].pills("Bit widths", BITS, selection_mode="multi", default=[8, 4, 3], key="qbits",
-                      bind="query-params")
+    families = c[0].pills("Methods", FAMILIES, selection_mode="multi", default=FAMILIES, key="qfam",
+                          bind="query-params",
+                          help="Filter the chart and the table; Run measures the chosen ones not shown yet")
+    bits = c[1].pills("Bit widths", BITS, selection_mode="multi", default=list(BITS), key="qbits",
+                      bind="query-params", help="Filter the chart and the table, and choose what Run measures")
     group = c[2].selectbox("Group size", GROUPS, index=GROUPS.index(128), key="qgroup", bind="query-params",
                            help="Weights per scale for RTN, GPTQ, AWQ and the int4 kernel")
     return list(families or []), list(bits or []), int(group)
@@ -103,38 +103,23 @@ def _draw(rows: list[dict], chart_slot, table_slot, axes, *, key: str, title: st
     """Chart and table into their slots. While a run streams, each redraw gets its own ``key`` (one run
     may redraw the same slot many times); the final draw is the selectable chart."""
     x, y, xs, ys, front = axes
-    fig = size_quality_figure(rows, x, y, x_scale=xs, y_scale=ys, frontier=front, title=title)
-    if final:
-        event = chart_slot.plotly_chart(fig, key=key, config={"displaylogo": False}, on_select="rerun",
-                                        selection_mode="points")
-    else:
-        event = chart_slot.plotly_chart(fig, key=key, config={"displaylogo": False})
+    fig = size_quality_figure(rows, x, y, x_scale=xs, y_scale=ys, frontier=front)
+    with chart_slot.container():
+        st.markdown(f"**{title}**")
+        if final:
+            event = st.plotly_chart(fig, key=key, config={"displaylogo": False}, on_select="rerun",
+                                    selection_mode="points")
+        else:
+            event = st.plotly_chart(fig, key=key, config={"displaylogo": False})
+        collapsed = collapsed_rows(rows, x, y)
+        if collapsed:
+            name = y.label.split(" (")[0]
+            st.caption("▲ drawn at the top edge (collapsed, far off the scale of the others): " + ", ".join(
+                f"{r['method']} ({name} {r[y.column]:,.4g})" for r in collapsed) + ".")
     ordered = sorted(rows, key=lambda r: (r["family"], -(r["bits_per_weight"] or 0)))
     table_slot.dataframe(pd.DataFrame(ordered), column_config=RESULT_COLUMNS,
                          column_order=list(RESULT_COLUMNS), hide_index=True, key=f"{key}_table")
     return fig, event
-
-
-def _run(settings: RunSettings, plan: list[str], on_result: Callable[[Result], None], shown: set[str]) -> int:
-    """``evaluation.plan.run_methods`` with one progress bar per method and one for the baseline."""
-    ids = method_ids_to_run(plan, skip=shown)  # a typo fails here, before anything runs
-    bars = {m: st.progress(0.0, text=f"{m}: waiting") for m in ids}
-
-    def progress(method_id: str, done: int, total: int) -> None:
-        bar = bars.get(method_id) or bars.setdefault(method_id, st.progress(0.0))
-        bar.progress(done / total if total else 1.0, text=f"{method_id}: window {done} of {total}")
-
-    def baseline(done: int, total: int) -> None:
-        bar = bars.get("") or bars.setdefault("", st.progress(0.0))
-        if total == 0:
-            bar.progress(0.0, text="unquantized reference: loading the model (once per model, text and budget)")
-        elif done < total:
-            bar.progress(done / total, text=f"unquantized reference: window {done} of {total}")
-        else:
-            bar.progress(1.0, text="unquantized reference: ready (kept for the next run)")
-
-    return run_methods(settings, ids, store=baseline_store(), on_result=on_result, progress=progress,
-                       on_baseline=baseline)
 
 
 def _link_buttons(row: dict, model: str, gpu: str | None, *, key: str) -> None:
@@ -151,7 +136,7 @@ def _link_buttons(row: dict, model: str, gpu: str | None, *, key: str) -> None:
 
 
 def main() -> None:
-    page_title("Size vs quality", PAGE_KEYS)
+    page_title("Size vs quality")
     st.caption("Quantize a real model, run it on real text and compare every token's prediction with the "
                "unquantized model's: perplexity, KL divergence, top-1 agreement (llama.cpp's definitions), "
                "against the bytes each method actually stores. " + GB_NOTE + ".")
@@ -161,14 +146,23 @@ def main() -> None:
     families, bits, group = _method_row()
     run_box = st.container()
     axes = _axis_row()
-    chart_slot, table_slot = st.empty(), st.empty()
+    with st.container(key=f"{RESULTS_FIRST}_quality"):
+        chart_slot = st.empty()
+    table_slot = st.empty()
 
     bundled, problems = bundled_results()
     for problem in problems:
         st.error(f"A bundled results file is unreadable and left out: {problem}", icon=":material/error:")
 
     def current_rows() -> list[dict]:
-        return [result_row(r, origin) for origin, r in matching_results(settings)]
+        """The results measured with these settings that the chosen methods and bit widths show."""
+        rows = []
+        for origin, r in matching_results(settings):
+            if shown_by_choice(r, families, bits, st.session_state.get("qextra", "")):
+                row = result_row(r, origin)
+                row["excluded"] = requantizes_source_grid(r)
+                rows.append(row)
+        return rows
 
     title = (f"{settings.model} on {settings.corpus}: {settings.tokens:,} tokens in windows of "
              f"{settings.ctx}")
@@ -177,17 +171,11 @@ def main() -> None:
         extra = right.text_input("More method ids", "", key="qextra", bind="query-params",
                                  placeholder="optional, e.g. rtn-4b-g32-asym, Q5_0, nf4-dq",
                                  help="Any id `python -m evaluation methods` lists, comma-separated")
-        shown = {r["method"] for r in current_rows()}
-        plan = [m for m in plan_methods(families, bits, group, extra) if m not in shown]
-        clicked = left.button(f"Run {len(plan)} methods", key="qrun", type="primary",
+        measured = {r.method_id for _, r in matching_results(settings)}
+        plan = [m for m in plan_methods(families, bits, group, extra) if m not in measured]
+        clicked = left.button(f"Run {plural(len(plan), 'method')}", key="qrun", type="primary",
                               icon=":material/play_arrow:", disabled=not plan)
-        if plan:
-            st.caption("Will run: " + ", ".join(f"`{m}`" for m in plan) + ". Methods measured before come "
-                       "from the engine's cache at once; the unquantized reference is computed once per "
-                       "model, text and budget.")
-        else:
-            st.caption("Every chosen method is already on the chart: pick more methods or bit widths, or "
-                       "another model, text or budget.")
+        st.caption(run_caption(settings, plan))
         if "qdone" in st.session_state:
             st.success(st.session_state.pop("qdone"), icon=":material/check_circle:")
         if st.session_state.get("qcancel"):
@@ -197,28 +185,28 @@ def main() -> None:
             cancel = st.empty()
             cancel.button("Cancel", key="qcancel", icon=":material/stop:",
                           help="Stops after the current window; finished methods are kept")
-            with st.status(f"Evaluating {len(plan)} methods on {settings.model}…", expanded=True) as status:
-                drawn = []
+            drawn = []
 
-                def streamed(result: Result) -> None:
-                    keep_result(result)
-                    drawn.append(result.key)
-                    _draw(current_rows(), chart_slot, table_slot, axes, key=f"qstream{len(drawn)}",
-                          title=title, final=False)
+            def streamed(result: Result) -> None:
+                keep_result(result)
+                drawn.append(result.key)
+                _draw(current_rows(), chart_slot, table_slot, axes, key=f"qstream{len(drawn)}", title=title,
+                      final=False)
 
-                fresh = _run(settings, plan, streamed, shown)
-                status.update(label="Done", state="complete", expanded=False)
+            fresh = run_with_progress(settings, plan, streamed, measured)
             cancel.empty()
             # Rerun so the controls, the run button and the chart's selection see the new results.
-            st.session_state["qdone"] = f"Done: {len(plan)} methods ({fresh} newly measured)."
+            st.session_state["qdone"] = (f"Done: {plural(len(plan), 'method')} ({fresh} newly measured). "
+                                         "The model stays loaded for the next run.")
             st.rerun()
 
     rows = current_rows()
     if not rows:
         chart_slot.info(
             f"No results yet for {settings.model} on {settings.corpus} with {settings.tokens:,} tokens in "
-            f"windows of {settings.ctx}. Press Run (the bundled results use smollm2-135m, shakespeare, "
-            f"{BUNDLED_SWEEP.tokens:,} tokens, context {BUNDLED_SWEEP.ctx}).", icon=":material/info:")
+            f"windows of {settings.ctx} among the chosen methods and bit widths. Press Run (the bundled "
+            f"results use smollm2-135m, shakespeare, {BUNDLED_SWEEP.tokens:,} tokens, context "
+            f"{BUNDLED_SWEEP.ctx}).", icon=":material/info:")
         return
     for_model, gpu = _price_row()
     add_links(rows, for_model, gpu.name if gpu else None)
@@ -228,12 +216,13 @@ def main() -> None:
         _link_buttons(picked, for_model, gpu.name if gpu else None, key="qpick")
     else:
         st.caption("Click a point to price its format on a big model in Memory or Will it fit?, or use the "
-                   "links in the table. ◯: on a log axis, a value ≤ 0 drawn at the floor. Bits per weight "
-                   "count the matrices a method re-stores: GGUF file types re-store every tensor, embeddings "
-                   "included, while the other methods keep the embedding (on SmolLM2, tied: 21% of the "
-                   "weights) in bf16; pick “whole model” to compare file sizes.")
-    measured = [r for r in bundled + session_results() if settings.matches(r)]
-    notes = list(dict.fromkeys(n for r in measured for n in r.notes))
+                   "links in the table. ▽: on a log axis, a value ≤ 0 drawn at the floor; hollow: a point "
+                   "left out of the frontier (hover says why). Bits per weight count the matrices a method "
+                   "re-stores: GGUF file types re-store every tensor, embeddings included, while the other "
+                   "methods keep the embedding (on SmolLM2, tied: 21% of the weights) in bf16; pick “whole "
+                   "model” to compare file sizes.")
+    measured_here = [r for r in bundled + session_results() if settings.matches(r)]
+    notes = list(dict.fromkeys(n for r in measured_here for n in r.notes))
     if notes:
         with st.expander(f"Notes from the results ({len(notes)})"):
             st.markdown("\n".join(f"- {n}" for n in notes))
@@ -244,8 +233,10 @@ def main() -> None:
         table_downloads(table, stem=stem, key="quality_table_dl",
                         meta={"model": settings.model, "corpus": settings.corpus, "tokens": settings.tokens,
                               "ctx": settings.ctx})
-        figure_downloads(fig, stem=stem, key="quality_chart_dl")
-        st.download_button("Results (engine JSON)", json.dumps(results_document(measured), indent=1).encode(),
+        figure_downloads(fig, stem=stem, key="quality_chart_dl", title=f"Size vs quality: {title}",
+                         source="measured by quantfit's evaluation engine (llama.cpp's perplexity and KLD "
+                                "definitions), bundled results and this session's runs")
+        st.download_button("Results (engine JSON)", json.dumps(results_document(measured_here), indent=1).encode(),
                            f"{stem}-results.json", "application/json", key="quality_results_json",
                            icon=":material/download:", on_click="ignore",
                            help="The engine's schema (assets/results/SCHEMA.md): load it in Compare & share")

@@ -1,6 +1,7 @@
 """Run planning for front ends (the app's quality pages): which method ids a choice of families x bit widths
-x group size means, the settings a run and its results are keyed by, the Pareto frontier over (size,
-quality), the bundled results files, one shared prepared baseline, and a run that reports as it goes.
+x group size means (and which results such a choice shows), the settings a run and its results are keyed by,
+how long a run will take (from measured timings), the Pareto frontier over (size, quality), the bundled
+results files, one shared prepared baseline, and a run that reports as it goes.
 
 Pure Python and free of torch at import time (``tests/app/test_structure.py`` imports it in a fresh
 interpreter and checks), so a page that only reads results never loads torch; ``run_methods`` imports
@@ -10,7 +11,9 @@ the engine when it is called. Never streamlit: a page passes callbacks that draw
 from __future__ import annotations
 
 import math
+import statistics
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -119,6 +122,100 @@ def plan_methods(families: Iterable[PlanFamily | str], bits: Iterable[int], grou
     return list(dict.fromkeys(ids))
 
 
+RESULT_FAMILIES = {PlanFamily.RTN: "rtn-simulated", PlanFamily.INT_KERNELS: "int-kernel",
+                   PlanFamily.BITSANDBYTES: "bnb", PlanFamily.GPTQ: "gptq", PlanFamily.AWQ: "awq",
+                   PlanFamily.GGUF: "gguf"}
+"""A plan family -> the ``family`` its results carry (``evaluation.results.Result.family``)."""
+assert set(RESULT_FAMILIES) == set(PlanFamily), set(PlanFamily) ^ set(RESULT_FAMILIES)
+
+
+def shown_by_choice(result: Result, families: Iterable[PlanFamily | str], bits: Iterable[int],
+                    extra: str = "") -> bool:
+    """Whether a choice of families x bit widths (a front end's filter) shows ``result``: the baseline always,
+    a method whose family and bit width are both chosen (any group size), and any id typed in ``extra``.
+
+    ``shown_by_choice(gguf_q4_k_m, ["GGUF"], [4])`` -> True; with ``["RTN"]`` -> False.
+    """
+    wanted = {RESULT_FAMILIES[PlanFamily(f)] for f in families}
+    typed = {m.strip() for m in extra.split(",") if m.strip()}
+    return (result.family == "baseline" or result.method_id in typed
+            or (result.family in wanted and result.bits in set(bits)))
+
+
+SOURCE_GRIDS = {"Q4_1": frozenset({"int4-g32-asym", "Q4_1"})}
+"""A source GGUF's tensor type -> the stored formats that land exactly on its grid (asymmetric 4-bit,
+group 32, for Q4_1): re-quantizing weights that are already on that grid loses nothing, so such a point
+measures the source file, not the method."""
+
+
+def requantizes_source_grid(result: Result) -> str | None:
+    """Why ``result`` is no fair point (its method re-quantizes the source file's own grid), or None.
+
+    SmolLM2-135M ships here as a Q4_1 GGUF (``evaluation.models.SMOLLM2_NOTE``), so int4-g32 (asymmetric,
+    group 32) reproduces those weights nearly exactly; on the original bf16 weights it would not.
+    """
+    source = result.model.gguf_file or ""
+    for grid, formats in SOURCE_GRIDS.items():
+        if f".{grid}." in source and result.calculator_format in formats:
+            return (f"not a fair point: the model's weights are already {grid} (asymmetric 4-bit, group 32; "
+                    f"{source}), and {result.method_id} re-quantizes that grid losslessly")
+    return None
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """How long a planned run should take, from timings measured before (seconds)."""
+
+    baseline_seconds: float
+    """The unquantized reference pass (0 when a prepared baseline is held), model loading not included
+    unless it was measured (``BaselineStore.compute_seconds``)."""
+    method_seconds: tuple[tuple[str, float], ...]
+    """(method id, quantize + evaluate seconds) in run order."""
+    basis: str
+    """Where the timings come from, for the page to say."""
+
+    @property
+    def seconds(self) -> float:
+        return self.baseline_seconds + sum(s for _, s in self.method_seconds)
+
+
+def _timed(r: Result, tokens: int) -> float:
+    """A result's quantize + evaluate time scaled to ``tokens`` evaluation tokens (evaluation is linear in
+    the windows; quantization, calibration included, does not depend on them)."""
+    return r.quantize_seconds + r.eval_seconds * tokens / max(r.windows.max_tokens, 1)
+
+
+def estimate_run(method_ids: Sequence[str], timings: Iterable[Result], settings: RunSettings, *,
+                 baseline_seconds: float | None = None, basis: str = "earlier runs") -> RunEstimate:
+    """Expected seconds of a run of ``method_ids`` with ``settings``, from ``timings`` (results of the same
+    model, later ones winning: this machine's runs after the bundled ones). A method never timed takes
+    the median of its family prefix (``gptq-`` ...), else of all methods. ``baseline_seconds``: the
+    measured preparation of the reference (model load + pass); None uses the baseline result's pass, 0
+    when the baseline is already held.
+
+    ``estimate_run(["gguf-Q4_0"], [r], settings)`` with r: 7.7 s quantize + 35.2 s for 1024 tokens and
+    settings of 2048 tokens -> 7.7 + 70.4 = 78.1 s for the method.
+    """
+    latest: dict[str, Result] = {}
+    for r in timings:
+        latest[r.method_id] = r
+    per_method = {m: _timed(r, settings.tokens) for m, r in latest.items() if m != "baseline"}
+    overall = statistics.median(per_method.values()) if per_method else 0.0
+
+    def guess(method_id: str) -> float:
+        if method_id in per_method:
+            return per_method[method_id]
+        prefix = method_id.split("-", 1)[0] + "-"
+        kin = [s for m, s in per_method.items() if m.startswith(prefix)]
+        return statistics.median(kin) if kin else overall
+
+    if baseline_seconds is None:
+        base = latest.get("baseline")
+        baseline_seconds = base.eval_seconds * settings.tokens / max(base.windows.max_tokens, 1) if base else 0.0
+    methods = tuple((m, guess(m)) for m in method_ids if m != "baseline")
+    return RunEstimate(baseline_seconds, methods, basis)
+
+
 def pareto_front(points: Sequence[tuple[float, float]], *, lower_is_better: bool = True) -> list[int]:
     """Indices of the points no other point beats on both size (x, smaller is better) and quality (y),
     in increasing x. A tie in x keeps only the best y; equal points keep the first.
@@ -162,15 +259,25 @@ class BaselineStore:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._baseline: Any = None
+        self.settings: RunSettings | None = None
+        """The settings of the baseline held (None: nothing held)."""
+        self.compute_seconds: float | None = None
+        """How long computing it took (loading the model + the reference pass), measured on this machine."""
 
-    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+    def get(self, key: tuple, compute: Callable[[], Any], settings: RunSettings | None = None) -> Any:
         """The baseline stored under ``key``, computing it (``compute()``) if another key or none is held."""
         with self._lock:
             if self._key != key:
-                self._key, self._baseline = None, None  # free the old model's memory first
+                self._key, self._baseline, self.settings = None, None, None  # free the old model first
+                start = time.perf_counter()
                 self._baseline = compute()
-                self._key = key
+                self.compute_seconds = time.perf_counter() - start
+                self._key, self.settings = key, settings
             return self._baseline
+
+    def holds(self, settings: RunSettings) -> bool:
+        """Whether the baseline for ``settings`` is loaded (a run with them skips loading the model)."""
+        return self.settings is not None and self.settings == settings
 
 
 def method_ids_to_run(method_ids: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
@@ -231,7 +338,7 @@ def run_methods(
 
     key = (source.kind, source.model_id, source.sha256, corpus.sha256, settings.ctx, settings.tokens,
            options.device.type)
-    baseline = store.get(key, compute)
+    baseline = store.get(key, compute, settings)
     report(baseline.windows.n_windows, baseline.windows.n_windows)
     done = evaluate(None, None, todo, options, baseline=baseline, progress=progress, on_result=on_result)
     return len(done)

@@ -68,11 +68,61 @@ def _clip(value: float, floor: float | None) -> float:
     return value if floor is None or value > 0 else floor
 
 
+COLLAPSE_GAP = 100.0
+"""A cluster of y values this many times above the next lower value (two empty decades) is "collapsed":
+drawn at the top edge, so it does not squash every other point into the bottom of the chart."""
+MAX_COLLAPSED_SHARE = 1 / 3
+"""...as long as it holds at most this share of the points (otherwise it is the data, not an outlier)."""
+PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D", "#FF9DA6",
+           "#BAB0AC", "#1F77B4", "#2CA02C")
+"""Colours, one per series (or per model on the Reference page), in order (Vega's "tableau10" and more)."""
+SYMBOLS = ("circle", "square", "diamond", "star", "hexagon", "pentagon", "hourglass", "bowtie", "star-square",
+           "cross")
+"""Marker shapes, one per method when a chart colours by model ("x" and the triangles are taken: flagged rows,
+points at the floor or the top edge)."""
+
+
+def collapsed_ceiling(values: list[float], axis: Axis) -> float | None:
+    """The y value above which points are "collapsed" (see ``COLLAPSE_GAP``), or None when there is no such
+    cluster. Only for lower-is-better axes (a collapsed model's ΔPPL, KLD or perplexity explodes upwards).
+
+    ``collapsed_ceiling([0.1, 2, 1300, 1.7e6, 3e6], ΔPPL)`` -> 1300 × 3 (the 2-bit pair sits 1,300× above).
+    """
+    positive = sorted(v for v in values if v > 0)
+    if not axis.lower_is_better or len(positive) < 3:
+        return None
+    for i in range(len(positive) - 1, 0, -1):
+        if positive[i] / positive[i - 1] > COLLAPSE_GAP:
+            if len(positive) - i <= MAX_COLLAPSED_SHARE * len(positive):
+                return positive[i - 1] * 3
+            return None
+    return None
+
+
+def collapsed_rows(rows: list[dict], x: Axis, y: Axis) -> list[dict]:
+    """The rows ``size_quality_figure`` draws at the top edge (to list them under the chart)."""
+    pts = axis_values(rows, x, y)
+    ceiling = collapsed_ceiling([r[y.column] for r in pts], y)
+    return [] if ceiling is None else [r for r in pts if r[y.column] > ceiling]
+
+
 def _is_sweep(part: list[dict]) -> bool:
     """A curve worth joining: one layout (group size) at three or more distinct sizes (RTN 8..2 bits, GGUF
     file types); int8 next to int4-g32/g64 or NF4 beside FP4 stay separate markers."""
     return (len(part) >= 3 and len({r["bits_per_weight"] for r in part}) == len(part)
             and len({r["group_size"] for r in part}) == 1)
+
+
+def _symbol(r: dict, base: str, floor: bool, ceiling: bool) -> str:
+    if r["flag"]:
+        return "x"
+    if r.get("excluded"):
+        return f"{base}-open"
+    if ceiling:
+        return "triangle-up"
+    if floor:
+        return "triangle-down-open"
+    return base
 
 
 def size_quality_figure(
@@ -83,46 +133,71 @@ def size_quality_figure(
     x_scale: str = "auto",
     y_scale: str = "auto",
     series_key: str = "family",
+    color_key: str | None = None,
+    symbol_key: str | None = None,
     frontier: bool = True,
-    title: str = "",
-    lines: bool = True,
+    lines: bool | str = True,
+    height: int = 560,
 ) -> go.Figure:
     """Scatter of ``rows`` on (x, y), one trace per ``series_key`` value; dashed Pareto frontier.
 
-    On a log axis, values <= 0 (the baseline's ΔPPL and KLD, and methods within noise of it) are drawn on
-    the axis floor with an open marker; their hover text keeps the true value. Flagged rows are crosses.
+    - ``lines``: True joins a series that is a sweep (``_is_sweep``); "all" joins every series in x order.
+    - ``color_key`` / ``symbol_key``: colour by one column (a model) and shape by another (a method), so
+      a legend of "model · method" series reads both ways; by default each series has its own colour.
+    - On a log axis, values <= 0 (the baseline's ΔPPL and KLD, methods within noise of it) are drawn on
+      the axis floor as ▽; a collapsed cluster (``collapsed_ceiling``) at the top edge as ▲. Their hover
+      text keeps the true value. Flagged rows are crosses.
+    - A row with ``excluded`` (a reason) is drawn hollow, left out of the frontier, the reason on hover.
+
+    No title: the page writes it above the chart (it wraps on a phone; a Plotly title is cut off), and
+    ``ui.export`` writes it into downloaded files. The legend sits under the plot, in the figure's own
+    bottom margin (container-referenced), so it never covers the x-axis title.
     """
     pts = axis_values(rows, x, y)
     xs, ys = [r[x.column] for r in pts], [r[y.column] for r in pts]
     log_x, log_y = _use_log(x_scale, x, xs), _use_log(y_scale, y, ys)
     floor_y = _floor([v for v in ys if v > 0]) if log_y else None
     floor_x = _floor([v for v in xs if v > 0]) if log_x else None
+    ceiling = collapsed_ceiling(ys, y)
+
+    def shown_y(v: float) -> float:
+        return ceiling if ceiling is not None and v > ceiling else _clip(v, floor_y)
+
+    colors = {v: PALETTE[i % len(PALETTE)]
+              for i, v in enumerate(dict.fromkeys(r[color_key or series_key] for r in pts))}
+    shapes = ({v: SYMBOLS[i % len(SYMBOLS)] for i, v in enumerate(dict.fromkeys(r[symbol_key] for r in pts))}
+              if symbol_key else {})
     fig = go.Figure()
     for series in dict.fromkeys(r[series_key] for r in pts):
-        part = sorted((r for r in pts if r[series_key] == series), key=lambda r: r[x.column])
-        clipped = [(floor_y is not None and r[y.column] <= 0) or (floor_x is not None and r[x.column] <= 0)
-                   for r in part]
-        symbols = ["x" if r["flag"] else ("circle-open" if c else "circle")
-                   for r, c in zip(part, clipped, strict=True)]
+        part = sorted((r for r in pts if r[series_key] == series), key=lambda r: (r[x.column], r[y.column]))
+        base = shapes.get(part[0][symbol_key], "circle") if symbol_key else "circle"
+        symbols = [_symbol(r, base, (floor_y is not None and r[y.column] <= 0)
+                           or (floor_x is not None and r[x.column] <= 0),
+                           ceiling is not None and r[y.column] > ceiling) for r in part]
+        hover = [r["hover"] + (f"<br><i>{r['excluded']}</i>" if r.get("excluded") else "") for r in part]
+        joined = lines == "all" and len(part) >= 2 or lines is True and _is_sweep(part)
         fig.add_scatter(
-            x=[_clip(r[x.column], floor_x) for r in part], y=[_clip(r[y.column], floor_y) for r in part],
-            name=str(series), text=[r["hover"] for r in part], customdata=[r["id"] for r in part],
-            mode="lines+markers" if lines and _is_sweep(part) else "markers",
-            marker={"size": 10, "symbol": symbols, "line": {"width": 1}}, line={"width": 1.5},
-            hovertemplate="%{text}<extra></extra>",
+            x=[_clip(r[x.column], floor_x) for r in part], y=[shown_y(r[y.column]) for r in part],
+            name=str(series), text=hover, customdata=[r["id"] for r in part],
+            mode="lines+markers" if joined else "markers",
+            marker={"size": 10, "symbol": symbols, "line": {"width": 1.5},
+                    "color": colors[part[0][color_key or series_key]]},
+            line={"width": 1.5}, hovertemplate="%{text}<extra></extra>",
         )
-    if frontier and len(pts) >= 2:
-        idx = pareto_front(list(zip(xs, ys, strict=True)), lower_is_better=y.lower_is_better)
+    frontier_pts = [i for i, r in enumerate(pts) if not r.get("excluded") and not r["flag"]]
+    if frontier and len(frontier_pts) >= 2:
+        idx = [frontier_pts[i] for i in pareto_front([(xs[i], ys[i]) for i in frontier_pts],
+                                                     lower_is_better=y.lower_is_better)]
         fig.add_scatter(
-            x=[_clip(xs[i], floor_x) for i in idx], y=[_clip(ys[i], floor_y) for i in idx],
+            x=[_clip(xs[i], floor_x) for i in idx], y=[shown_y(ys[i]) for i in idx],
             name="Pareto frontier", mode="lines", hoverinfo="skip",
             line={"dash": "dash", "color": "#444", "width": 1.5},
         )
     fig.update_layout(
-        template="plotly_white",
-        title=title or None, height=560, margin={"t": 50 if title else 20, "b": 10, "l": 10, "r": 10},
+        template="plotly_white", height=height, margin={"t": 30, "b": 10, "l": 10, "r": 10},
         xaxis_title=x.label, yaxis_title=y.label, hovermode="closest",
-        legend={"orientation": "h", "y": -0.18, "yanchor": "top", "x": 0, "title": None},
+        hoverlabel={"align": "left", "font": {"size": 12}},
+        legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "title": None},
     )
     # On a log axis, label decades only (plotly's default also labels 2 and 5 of every decade).
     fig.update_xaxes(type="log" if log_x else "linear", automargin=True, **({"dtick": 1} if log_x else {}))

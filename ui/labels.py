@@ -28,3 +28,9 @@ METHOD_FAMILY_LABELS = {
 def method_family_label(family: str) -> str:
     """The legend name of a result's family; an unknown family (a newer results file) shows as written."""
     return METHOD_FAMILY_LABELS.get(family, family)
+
+
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """A count with its noun agreeing: ``plural(1, "layer")`` -> "1 layer", ``plural(38, "layer")`` -> "38 layers",
+    ``plural(1200, "token")`` -> "1,200 tokens" (thousands separated, as everywhere in the app)."""
+    return f"{n:,} {singular if n == 1 else plural_form or singular + 's'}"

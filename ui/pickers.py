@@ -7,6 +7,7 @@ an uploaded config.json (carried in the link, see ``ui.url_state``) or a bare pa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import streamlit as st
@@ -126,7 +127,7 @@ def model_picker(
         # page's default instead of leaving an invalid value in the URL.
         st.session_state["src"] = default_source
     if st.query_params.get("src", default_source) == PRESET:
-        warn_unknown_url_value("model", presets, "preset")
+        _canonical_url_preset(presets)
     left, right = st.columns(2, vertical_alignment="bottom")
     source = left.segmented_control(
         "Model from", sources, default=default_source, key="src", bind="query-params",
@@ -153,13 +154,86 @@ def _pick_preset(presets: list[str], default: str) -> ModelChoice | None:
         return None
     name = st.selectbox(
         "Preset (type to search)", presets, index=presets.index(default) if default in presets else 0,
-        key="model", bind="query-params", persist_state="session",
+        key="model", bind="query-params", persist_state="session", accept_new_options=True,
+        on_change=_canonical_typed_preset,
+        help="Type a few letters (l318 finds llama-3.1-8b), or a model's full name and Enter: "
+             "“Llama 3.1 8B” and “meta-llama/Llama-3.1-8B-Instruct” both open llama-3.1-8b.",
     )
+    if name not in presets:  # typed, and no preset matches (a match was swapped in by the callback)
+        near = ", ".join(preset_suggestions(name)) or ", ".join(presets[:6]) + ", …"
+        st.warning(f"No preset matches {name!r}. Close names: {near}. For any other model, pick “Hub id”.",
+                   icon=":material/search_off:")
+        return None
     spec = resolve_subject((PRESET, name))
     record = preset_record(name)
     short = f"{record.get('hf_id', name)} config.json (offline preset {name})"
     source = f"{short}: {record.get('config_source', '')}"
     return ModelChoice((PRESET, name), spec, record.get("display_name") or name, source, short)
+
+
+_NAME_SUFFIXES = frozenset({"instruct", "chat", "it", "hf", "base", "gguf"})
+"""Trailing words a checkpoint's name adds to the model's (Llama-3.1-8B-Instruct, gemma-2-9b-it)."""
+
+
+def preset_key(text: str) -> str:
+    """A model name reduced to what identifies it: the Hub repo without its owner, lower case, without spaces,
+    dots, dashes or underscores and without Instruct/Chat/it suffixes. ``preset_key("meta-llama/Llama-3.1-8B-
+    Instruct")`` == ``preset_key("llama 3.1 8b")`` == ``preset_key("llama-3.1-8b")`` == "llama318b"."""
+    words = [w for w in re.split(r"[\s._\-]+", text.strip().lower().rsplit("/", 1)[-1]) if w]
+    while len(words) > 1 and words[-1] in _NAME_SUFFIXES:
+        words.pop()
+    return "".join(words)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _preset_keys() -> dict[str, str]:
+    """Each preset's searchable keys (its name, display name and Hub id) -> the preset."""
+    keys: dict[str, str] = {}
+    for name in list_presets():
+        record = preset_record(name)
+        for text in (name, record.get("display_name") or "", record.get("hf_id") or ""):
+            if text:
+                keys.setdefault(preset_key(text), name)
+    return keys
+
+
+def find_preset(text: str) -> str | None:
+    """The preset a typed name means (``preset_key`` equal, or the name with an owner word in front: "Meta
+    Llama 3.1 8B"); None when none or several match."""
+    wanted = preset_key(text)
+    keys = _preset_keys()
+    if wanted in keys:
+        return keys[wanted]
+    found = {name for key, name in keys.items() if len(key) >= 5 and wanted.endswith(key)}
+    return found.pop() if len(found) == 1 else None
+
+
+def preset_suggestions(text: str, limit: int = 5) -> list[str]:
+    """Presets whose key starts with the typed one, or shares its first letters ("mistral 7b" -> both v0.1 and
+    v0.3)."""
+    wanted = preset_key(text)
+    keys = _preset_keys()
+    for n in (len(wanted), 6, 4):
+        found = list(dict.fromkeys(name for key, name in keys.items() if key.startswith(wanted[:n])))
+        if found:
+            return found[:limit]
+    return []
+
+
+def _canonical_typed_preset() -> None:
+    """on_change of the preset box: a typed name that means a preset becomes that preset."""
+    typed = st.session_state.get("model")
+    if typed and typed not in preset_labels():
+        st.session_state["model"] = find_preset(typed) or typed
+
+
+def _canonical_url_preset(presets: list[str]) -> None:
+    """A link's ``model=Llama-3.1-8B-Instruct`` opens llama-3.1-8b; an unknown name gets the picker's warning."""
+    wanted = st.query_params.get("model")
+    if wanted and wanted not in presets and "model" not in st.session_state:
+        found = find_preset(wanted)
+        if found:
+            st.session_state["model"] = found
 
 
 def _pick_hub() -> ModelChoice | None:
@@ -260,3 +334,55 @@ def gpu_select(*, key: str = "gpu", default: str = "RTX 4090", label: str = "GPU
                  icon=":material/error:")
         return None
     return gpu
+
+
+CONTEXT_PRESETS = {"4k": 4096, "8k": 8192, "32k": 32768, "128k": 131072}
+"""Context sizes people pick (tokens); "max" (the model's maximum) joins them when the model has one."""
+MODEL_MAX = "max"
+
+
+def next_power_of_two(n: int) -> int:
+    """The smallest power of two above ``n``: 8192 -> 16384, 10000 -> 16384."""
+    return 1 << n.bit_length()
+
+
+def previous_power_of_two(n: int) -> int:
+    """The largest power of two below ``n`` (at least 1): 8192 -> 4096, 10000 -> 8192."""
+    return 1 if n <= 2 else 1 << ((n - 1).bit_length() - 1)
+
+
+def _step_by_powers_of_two(key: str, max_value: int) -> None:
+    """on_change of a number box with ``step=1``: its + and - move to the next or previous power of two (a
+    one-token step is useless for a context). A typed value is kept as typed."""
+    new, old = st.session_state.get(key), st.session_state.get(f"{key}_last")
+    if new is None or old is None:
+        return
+    if new == old + 1:
+        st.session_state[key] = min(next_power_of_two(old), max_value)
+    elif new == old - 1:
+        st.session_state[key] = previous_power_of_two(old)
+
+
+def _apply_context_preset(key: str, max_context: int | None) -> None:
+    label = st.session_state.get(f"{key}_preset")
+    value = max_context if label == MODEL_MAX else CONTEXT_PRESETS.get(label)
+    if value:
+        st.session_state[key] = value
+
+
+def context_input(box, presets_box, *, max_context: int | None, key: str = "ctx", default: int = 8192,
+                  max_value: int = 10_000_000) -> int:
+    """The context box (URL key ``key``) in ``box``, its + and - doubling and halving, and preset pills
+    (4k ... 128k, the model's maximum) in ``presets_box``; returns the context in tokens."""
+    value = box.number_input(
+        "Context (tokens)", 1, max_value, default, step=1, key=key, bind="query-params",
+        on_change=_step_by_powers_of_two, args=(key, max_value),
+        help="Tokens per sequence (prompt + answer). + and − double and halve it; type any value.")
+    st.session_state[f"{key}_last"] = value
+    options = [*CONTEXT_PRESETS, *([MODEL_MAX] if max_context else [])]
+    matching = [o for o in options if (max_context if o == MODEL_MAX else CONTEXT_PRESETS[o]) == value]
+    st.session_state[f"{key}_preset"] = matching[0] if matching else None
+    presets_box.pills("Context presets", options, key=f"{key}_preset", on_change=_apply_context_preset,
+                      args=(key, max_context), label_visibility="collapsed",
+                      help=f"max: the model's own maximum ({max_context:,} tokens)" if max_context else None)
+    return int(value)

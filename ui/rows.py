@@ -6,6 +6,7 @@ dict of raw values (sizes int bytes, percentages in percent) plus its hover text
 from __future__ import annotations
 
 import math
+import textwrap
 
 import streamlit as st
 
@@ -26,6 +27,17 @@ def _num(value) -> float | None:
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+HOVER_CHARS = 44
+"""Hover lines wrap at this many characters: a ~300-pixel box that fits beside a point on a 390-pixel phone."""
+
+
+def hover_text(lines: list[str]) -> str:
+    """Plotly hover HTML from lines, each wrapped at ``HOVER_CHARS`` (a long line would push the box off the
+    screen's edge on a phone)."""
+    return "<br>".join("<br>".join(textwrap.wrap(line, HOVER_CHARS, break_on_hyphens=False)) or line
+                       for line in lines)
 
 
 def result_row(result: Result, origin: str) -> dict:
@@ -72,13 +84,13 @@ def _result_hover(r: dict) -> str:
         f"predicted {r['predicted_bytes']:,} B ({r['predicted_error_pct']:+.2f}%)")
     bpw = "–" if r["bits_per_weight"] is None else f"{r['bits_per_weight']:.3f}"
     whole = "" if r["bits_all"] is None else f" ({r['bits_all']:.2f} over the whole model)"
-    return (
-        f"<b>{r['method']}</b> · {r['family']}<br>{bits}, {group}, {bpw} bits/weight{whole}<br>"
-        f"PPL {r['ppl']:.3f} ± {r['ppl_err']:.3f} (ΔPPL {r['delta_ppl_pct']:+.2f}%)<br>"
-        f"KLD {r['kld_mean']:.5f} ± {r['kld_err']:.5f} · top-1 {r['top1_pct']:.2f}%<br>"
-        f"measured {r['measured_bytes']:,} B ({units.fmt_gb(r['measured_bytes'], 3)}), {predicted}<br>"
-        f"eval {r['eval_s']:.1f} s, quantize {r['quantize_s']:.1f} s · {r['origin']}"
-    )
+    return hover_text([
+        f"<b>{r['method']}</b> · {r['family']}", f"{bits}, {group}, {bpw} bits/weight{whole}",
+        f"PPL {r['ppl']:.3f} ± {r['ppl_err']:.3f} (ΔPPL {r['delta_ppl_pct']:+.2f}%)",
+        f"KLD {r['kld_mean']:.5f} ± {r['kld_err']:.5f} · top-1 {r['top1_pct']:.2f}%",
+        f"measured {r['measured_bytes']:,} B ({units.fmt_gb(r['measured_bytes'], 3)}), {predicted}",
+        f"eval {r['eval_s']:.1f} s, quantize {r['quantize_s']:.1f} s · {r['origin']}",
+    ])
 
 
 def reference_rows(frame) -> list[dict]:
@@ -133,7 +145,7 @@ def _reference_hover(r: dict) -> str:
     parts.append(f"source: {_short(r['source'], 90)}")
     if r["flag"]:
         parts.append(f"⚠ FLAGGED: {_short(r['flag'], 120)}")
-    return "<br>".join(parts)
+    return hover_text(parts)
 
 
 def add_links(rows: list[dict], model: str, gpu: str | None = None) -> None:

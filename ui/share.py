@@ -1,59 +1,81 @@
-"""Sharing: the page title with its "Copy link" button, the link itself, and links that open another page
-in a given state (a quality point's format priced on a big model in Memory or Will it fit?).
+"""Sharing: the page title with its "Copy link" button, and links that open another page in a given state (a
+quality point's format priced on a big model in Memory or Will it fit?).
 
-Links are built from widget values, not from ``st.query_params``: bound widgets update the browser's URL
-from the frontend, so ``st.query_params`` lags one run behind them.
+The link is the address bar's: every widget is bound to a query parameter (``bind="query-params"``), and
+Streamlit leaves a widget at its default value out of the URL, so the address already holds only what
+differs from the defaults. Widgets that belong to another mode are not drawn (the Fit page's LoRA
+settings in inference mode), so their values are not in it either. "Copy link" copies that address in the
+browser on one click (``navigator.clipboard``, with the ``execCommand`` fallback for plain-http servers)
+and says "Copied"; nothing goes back to the server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from urllib.parse import urlencode
 
 import streamlit as st
 
 from calculator.formats import FORMATS
 from calculator.gguf_recipes import FILE_TYPES
-from ui.pickers import CONFIG, PRESET
-from ui.url_state import CFG_PARAM
+from ui.pickers import PRESET
+
+COPIED_LABEL = "Copied ✓"
+_COPY_HTML = """<button type="button" class="copy" title="Copy this page's link: it reopens the same view">
+<span class="icon" aria-hidden="true">🔗</span><span class="label" aria-live="polite">Copy link</span></button>"""
+_COPY_CSS = """
+.copy { display: inline-flex; align-items: center; justify-content: center; gap: 0.4rem; width: 100%;
+  min-height: 2.5rem; padding: 0.25rem 0.75rem; border-radius: 0.5rem; cursor: pointer; font: inherit;
+  font-family: var(--st-font, inherit); color: var(--st-text-color, inherit);
+  background: var(--st-background-color, transparent); border: 1px solid var(--st-border-color, #d5d5d9); }
+.copy:hover { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
+.copy.done { border-color: #21c354; color: #158237; }
+"""
+_COPY_JS = f"""
+export default function (component) {{
+  const root = component.parentElement;
+  const button = root.querySelector("button.copy");
+  const label = root.querySelector(".label");
+  const legacyCopy = (text) => {{
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    let ok = false;
+    try {{ ok = document.execCommand("copy"); }} catch (err) {{ ok = false; }}
+    area.remove();
+    return ok;
+  }};
+  button.onclick = async () => {{
+    const link = window.location.href;
+    let ok = false;
+    try {{ await navigator.clipboard.writeText(link); ok = true; }} catch (err) {{ ok = legacyCopy(link); }}
+    if (!ok) {{ window.prompt("Copy this link:", link); return; }}
+    label.textContent = "{COPIED_LABEL}";
+    button.classList.add("done");
+    button.title = link;
+    clearTimeout(button.resetTimer);
+    button.resetTimer = setTimeout(() => {{ label.textContent = "Copy link"; button.classList.remove("done"); }},
+                                   3000);
+  }};
+}}
+"""
+_copy_button = st.components.v2.component("quantfit_copy_link", html=_COPY_HTML, css=_COPY_CSS, js=_COPY_JS)
 
 
-def share_url(keys: Iterable[str], *, base: str | None = None) -> str:
-    """The current page's URL carrying the values of ``keys`` (widget keys) and an uploaded config."""
-    params: list[tuple[str, str]] = []
-    for key in keys:
-        value = st.session_state.get(key)
-        if value is None or value == "":
-            continue
-        if isinstance(value, list | tuple):
-            params += [(key, str(v)) for v in value]
-        else:
-            params.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
-    if st.session_state.get("src") == CONFIG and CFG_PARAM in st.query_params:
-        params.append((CFG_PARAM, st.query_params[CFG_PARAM]))
-    if base is None:
-        base = st.context.url or ""
-    query = urlencode(params)
-    return f"{base}?{query}" if query else base
+def page_title(title: str) -> None:
+    """The page title with the "Copy link" button at its right (on a phone: under it)."""
+    with st.container(key="page_title"):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.title(title)
+        with right:
+            copy_link_button()
 
 
-def page_title(title: str, share_keys: Iterable[str]) -> None:
-    """The page title with the "Copy link" button at its right; ``share_keys``: the page's URL keys."""
-    left, right = st.columns([4, 1], vertical_alignment="center")
-    left.title(title)
-    with right:
-        share_link(share_keys)
-
-
-def share_link(keys: Iterable[str], *, key: str = "share") -> None:
-    """A "Copy link" popover: the URL in a code box (its copy icon puts it on the clipboard)."""
-    # Lazy: the link is built and shown only while the popover is open, so a page load does not fetch the
-    # code-highlighter bundle (1.5 MB of JavaScript) for a closed popover.
-    with st.popover("Copy link", icon=":material/link:", key=key, on_change="rerun",
-                    width="stretch") as popover:
-        if popover.open:
-            st.caption("This link reopens the page with the same model and settings:")
-            st.code(share_url(keys), language=None, wrap_lines=True)
+def copy_link_button(*, key: str = "share") -> None:
+    """One click copies the address bar's link (see the module docstring) and the button says "Copied ✓"."""
+    _copy_button(key=key, height=44)
 
 
 def known_format(fmt: str | None) -> bool:
@@ -71,5 +93,6 @@ def fit_url(fmt: str, model: str, gpu: str | None = None) -> str:
 
 
 def memory_url(fmt: str, model: str) -> str:
-    """Link to Memory with the preset ``model`` and ``fmt`` added to its table (a listed format stays)."""
-    return f"./memory?{urlencode({'src': PRESET, 'model': model, 'add': fmt})}"
+    """Link to Memory (the default page, at the root) with the preset ``model`` and ``fmt`` added to its table:
+    ``memory_url("Q4_K_M", "llama-3.1-70b")`` -> ``./?src=Preset&model=llama-3.1-70b&add=Q4_K_M``."""
+    return f"./?{urlencode({'src': PRESET, 'model': model, 'add': fmt})}"

@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 from ui.guard import clear_caches
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-PAGES = {name: f"app_pages/{name}.py" for name in ("memory", "fit", "formats", "quality", "reference", "compare")}
+PAGES = {name: f"app_pages/{name}.py"
+         for name in ("memory", "fit", "can_run", "formats", "quality", "reference", "compare")}
 
 
 @pytest.fixture
@@ -20,7 +21,8 @@ def run_app():
 
     def run(page: str = "memory", **query) -> AppTest:
         at = AppTest.from_file(str(APP), default_timeout=60)
-        at.switch_page(PAGES[page])
+        if page != "memory":  # the default page, at the root: /memory is only an alias that switches there
+            at.switch_page(PAGES[page])
         for key, value in query.items():
             at.query_params[key] = value
         return at.run()

@@ -96,3 +96,41 @@ def first_render_s(page, url: str, selector: str, timeout_ms: int = 30_000) -> f
 def wait_idle(page, timeout_ms: int = 30_000) -> None:
     """Wait until the script run has finished (Streamlit marks its root ``data-test-script-state``)."""
     page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(timeout=timeout_ms)
+
+
+FIRST_PAINT_TARGETS = {
+    "memory: numbers": ("/", "[data-testid='stMetricValue']"),
+    "memory: chart": ("/", ".js-plotly-plot .main-svg"),
+    "fit: verdict": ("/fit", "[data-testid='stAlert']"),
+    "fit: chart": ("/fit", ".js-plotly-plot .main-svg"),
+    "can run: table": ("/can_run", "[data-testid='stDataFrame']"),
+    "formats: table": ("/formats", "[data-testid='stDataFrame']"),
+    "quality: chart": ("/quality", ".js-plotly-plot .main-svg"),
+    "reference: chart": ("/reference", ".js-plotly-plot .main-svg"),
+    "compare: chart": ("/compare", ".js-plotly-plot .main-svg"),
+}
+"""What "first meaningful paint" means per page: (path, the element that answers). Issue 13's goals: under
+1.5 s for the Memory numbers and the Fit verdict, under 3 s for every chart."""
+
+
+def first_paint(browser, url: str, repeat: int = 1, width: int = 1400, height: int = 1000
+                ) -> dict[str, list[float]]:
+    """Seconds to each ``FIRST_PAINT_TARGETS`` element, ``repeat`` times, each in a fresh browser context (no
+    page state, no HTTP cache). Warm up the server first (imports, presets): a first load measures those."""
+    times: dict[str, list[float]] = {name: [] for name in FIRST_PAINT_TARGETS}
+    for _ in range(repeat):
+        for name, (path, selector) in FIRST_PAINT_TARGETS.items():
+            context = browser.new_context(viewport={"width": width, "height": height})
+            times[name].append(first_render_s(context.new_page(), url + path, selector, 60_000))
+            context.close()
+    return times
+
+
+def warm_up(browser, url: str) -> None:
+    """Load every page once (server imports, presets, cached tables), so timings measure a running app."""
+    context = browser.new_context()
+    page = context.new_page()
+    for path in dict.fromkeys(p for p, _ in FIRST_PAINT_TARGETS.values()):
+        page.goto(url + path)
+        wait_idle(page, 120_000)
+    context.close()

@@ -78,7 +78,7 @@ def test_bad_inputs_are_messages(run_app):
     no_exception(at)
     assert any("Custom GPU 'custom:lots'" in e and "not understood" in e for e in texts(at.error))
     at = run_app("fit", gpu="Custom…", gpu_custom="custom:1e20GB")
-    assert any("beyond any accelerator" in e for e in texts(at.error))
+    assert any("beyond any" in e for e in texts(at.error))  # the calculator or the picker refuses it
     at = run_app("fit", gpu="Custom…", gpu_custom="custom:12GiB:500GB/s")
     no_exception(at)
     assert "custom 12.00 GiB" in _verdict(at)

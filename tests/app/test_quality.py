@@ -132,14 +132,15 @@ def test_tiny_model_run_from_the_page_adds_points(page, tiny_model):
     assert set(table.origin) == {"this session"}
     shown = traces(figure(at))
     assert sum(len(t["x"]) for name, t in shown.items() if name != "Pareto frontier") == 3
-    assert texts(at.success) == ["Done: 3 methods (3 newly measured)."]
+    assert texts(at.success) == ["Done: 3 methods (3 newly measured). The model stays loaded for the next run."]
     assert at.button(key="qrun").disabled  # every chosen method is on the chart now
 
     again = page(**query)  # a new session: nothing shown yet, all three come from the engine's cache
     assert again.button(key="qrun").label == "Run 3 methods"
     again.button(key="qrun").click().run(timeout=60)
     clean(again)
-    assert texts(again.success) == ["Done: 3 methods (0 newly measured)."]
+    assert texts(again.success) == ["Done: 3 methods (0 newly measured). The model stays loaded for the next "
+                                    "run."]
     assert dataframe_with(again, "delta_ppl_pct").equals(dataframe_with(at, "delta_ppl_pct"))
 
 
@@ -163,11 +164,8 @@ def test_url_state_round_trips(page):
     assert at.toggle(key="qfront").value is False
     # gptq/awq x 4/2 bits; the baseline and nf4-dq are on the chart already (bundled)
     assert at.button(key="qrun").label == "Run 4 methods"
-    at.session_state["share"] = True  # open the "Copy link" popover: its link must reopen the same page
-    link = parse_qs(urlsplit(at.run().code[0].value).query)
-    for key, value in query.items():
-        assert link[key] == (value if isinstance(value, list) else [value]), key
-    again = page(**link)
+    # The link is the address bar's: the same query reopens the same page (tests/app/test_browser.py copies it).
+    again = page(**query)
     clean(again)
     assert figure(again) == figure(at)
     assert {k: again.session_state[k] for k in query} == {k: at.session_state[k] for k in query}
@@ -195,3 +193,50 @@ def test_pages_run_under_the_app_navigation(run_app, tmp_path, monkeypatch):
         at = run_app(name)
         clean(at)
         assert at.get("plotly_chart"), name
+
+
+def test_method_and_bit_pills_filter_the_chart(page):
+    """Issue 13 item 3: deselecting GGUF and RTN removes their points (the pills filter, and choose what runs)."""
+    everything = page()
+    clean(everything)
+    assert {"GGUF (llama.cpp)", "RTN (simulated)"} <= set(traces(figure(everything)))
+    assert everything.button(key="qrun").label.startswith("Run ")
+    at = page(qfam=["int kernels", "bitsandbytes", "GPTQ", "AWQ"])
+    clean(at)
+    shown = traces(figure(at))
+    assert not {"GGUF (llama.cpp)", "RTN (simulated)"} & set(shown)
+    assert "baseline (bf16)" in shown  # the reference point stays
+    table = dataframe_with(at, "delta_ppl_pct")
+    assert not [m for m in table["method"] if m.startswith(("gguf-", "rtn-"))]
+    only4 = page(qfam=["GGUF"], qbits=["4"])
+    assert sorted(dataframe_with(only4, "delta_ppl_pct")["method"]) == ["baseline", "gguf-Q4_0", "gguf-Q4_K_M"]
+    assert only4.button(key="qrun").label == "Run 0 methods" and only4.button(key="qrun").disabled
+    one = page(qfam=["GGUF"], qbits=["4"], qextra="gguf-Q4_1")
+    assert one.button(key="qrun").label == "Run 1 method"  # singular
+
+
+def test_collapsed_points_are_clipped_and_listed(page):
+    """Issue 13 item 8: the 2-bit collapses (ΔPPL ~10⁶ %) do not set the y range; they sit at the top edge as ▲
+    and are named under the chart."""
+    at = page()
+    spec = figure(at)
+    ys = [y for t in spec["data"] if t["name"] != "Pareto frontier" for y in t["y"]]
+    collapsed = {r.method_id: r.quality.delta_ppl_pct for r in load_results(BUNDLED)
+                 if r.quality.delta_ppl_pct > 100_000}
+    assert collapsed and max(ys) < min(collapsed.values()) / 100
+    symbols = [s for t in spec["data"] if t["name"] != "Pareto frontier" for s in t["marker"]["symbol"]]
+    assert symbols.count("triangle-up") >= len(collapsed)
+    listed = " ".join(texts(at.caption))
+    assert "top edge" in listed and all(m in listed for m in collapsed)
+
+
+def test_q4_1_grid_points_are_hollow_and_off_the_frontier(page):
+    """Issue 13 item 8: on SmolLM2 (weights already Q4_1), int4-g32 re-quantizes that grid losslessly: drawn
+    hollow with the reason on hover, and never on the Pareto frontier."""
+    spec = figure(page())
+    kernels = traces(spec)["int kernels (PyTorch)"]
+    i = next(i for i, h in enumerate(kernels["text"]) if "<b>int4-g32</b>" in h)
+    assert kernels["marker"]["symbol"][i].endswith("-open")
+    assert "not a fair point" in kernels["text"][i] and "Q4_1" in kernels["text"][i]
+    frontier = traces(spec)["Pareto frontier"]
+    assert (kernels["x"][i], kernels["y"][i]) not in set(zip(frontier["x"], frontier["y"], strict=True))

@@ -35,8 +35,36 @@ def figure(at: AppTest) -> dict:
     return json.loads(at.get("plotly_chart")[0].proto.spec)
 
 
-def test_renders_every_plotted_table_with_sources(page):
+PLOTTED = [p.stem for p in sorted(REFERENCE.glob("*.csv")) if p.stem != "llamacpp_llama2_bpw"]
+
+
+def test_default_is_one_scoreboard_ranked_with_a_recommendation(page):
+    """Issue 13 item 8: one scoreboard, each series a line, one colour per model and one symbol per method, a
+    Pareto frontier, a ranked table and a recommendation that cites its source row."""
     at = page()
+    clean(at)
+    assert at.multiselect(key="rtables").value == ["llamacpp_llama3_8b_scoreboard"]
+    spec = figure(at)
+    series = {t["name"]: t for t in spec["data"]}
+    assert set(series) == {"Meta-Llama-3-8B · llama.cpp", "Meta-Llama-3-8B · llama.cpp imatrix", "Pareto frontier"}
+    plain, imatrix = series["Meta-Llama-3-8B · llama.cpp"], series["Meta-Llama-3-8B · llama.cpp imatrix"]
+    assert plain["mode"] == imatrix["mode"] == "lines+markers"
+    assert plain["marker"]["color"] == imatrix["marker"]["color"]  # one model, one colour
+    assert set(plain["marker"]["symbol"]) != set(imatrix["marker"]["symbol"])  # two methods, two symbols
+    ranked = dataframe_with(at, "rank")
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert list(ranked["kld"]) == sorted(ranked["kld"])
+    advice = " ".join(texts(at.success))
+    # The smallest file type within 3 % of F16's perplexity in the scoreboard CSV: Q4_K_S with an imatrix.
+    rows = list(csv.DictReader((REFERENCE / "llamacpp_llama3_8b_scoreboard.csv").read_text().splitlines()))
+    assert "Recommendation for Meta-Llama-3-8B" in advice and "Q4_K_S" in advice
+    assert "Source row" in advice and rows[0]["source"][:40] in advice
+    at.toggle(key="rfront").set_value(False).run()
+    assert "Pareto frontier" not in {t["name"] for t in figure(at)["data"]}
+
+
+def test_renders_every_plotted_table_with_sources(page):
+    at = page(rtables=PLOTTED, rmine="true")
     clean(at)
     # Counted from the CSV files themselves: every wikitext-2 row of every plotted table.
     wiki = [row for path in sorted(REFERENCE.glob("*.csv")) if path.stem != "llamacpp_llama2_bpw"
@@ -49,12 +77,12 @@ def test_renders_every_plotted_table_with_sources(page):
     assert {"Meta-Llama-3-8B · llama.cpp", "Meta-Llama-3-8B · llama.cpp imatrix", "Llama-2-70B · llama.cpp",
             "LLaMA-v1-7B · GPTQ", "LLaMA-v1-7B · RTN"} <= names
     assert any(name.startswith("SmolLM2-135M, measured here") for name in names)
-    hover = " ".join(h for t in figure(at)["data"] for h in t.get("text") or [])
+    hover = " ".join(h.replace("<br>", " ") for t in figure(at)["data"] for h in t.get("text") or [])  # wrapped
     assert "source: ggerganov/llama.cpp examples/perplexity/README.md" in hover
 
 
 def test_flagged_row_is_shown_with_its_reason(page):
-    at = page()
+    at = page(rtables=PLOTTED)
     warnings = [w for w in texts(at.warning) if "flagged" in w]
     assert len(warnings) == 1 and "Llama-2-7B Q2_K" in warnings[0] and "SOURCE ANOMALY" in warnings[0]
     table = dataframe_with(at, "bits_basis")

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import os
-from urllib.parse import parse_qsl, urlsplit
+import zipfile
 
 import plotly.graph_objects as go
 import pytest
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.app.conftest import no_exception, texts
-from ui.export import chromium_path, csv_bytes, figure_bytes, json_bytes
+from ui.export import chromium_path, csv_bytes, figure_bytes, json_bytes, standalone_figure
 from ui.url_state import decode_config, encode_config
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -54,12 +54,29 @@ def test_csv_and_json_keep_exact_bytes():
     assert doc["model"] == "70B" and doc["rows"] == rows and doc["units"]["gib"] == "2^30 bytes"
 
 
-def test_html_export_is_standalone():
-    html = figure_bytes(go.Figure(go.Bar(x=["fp16"], y=[140.0])), "html").decode()
-    assert "<html>" in html and len(html) > 1_000_000  # plotly.js embedded: opens offline
-    assert '<script src="https://cdn.plot.ly' not in html
+def test_html_export_is_a_small_page_beside_plotly_js():
+    """Issue 13 item 9: no 4.8 MB inline plotly.js and no CDN (the app runs offline): a zip of the page and the
+    plotly.min.js it loads from beside it."""
+    data = figure_bytes(go.Figure(go.Bar(x=["fp16"], y=[140.0])), "html", title="Weights", stem="chart")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = sorted(z.namelist())
+        html = z.read("chart/chart.html").decode()
+        plotly_js = z.read("chart/plotly.min.js")
+    assert names == ["chart/chart.html", "chart/plotly.min.js"]
+    assert '<script charset="utf-8" src="plotly.min.js"></script>' in html and "cdn.plot.ly" not in html
+    assert len(html) < 50_000 and len(plotly_js) > 3_000_000
+    assert len(data) < 2_000_000  # deflated; docs/app.md states the size
     with pytest.raises(ValueError, match="figure format 'gif' is not one of png, svg, html"):
         figure_bytes(go.Figure(), "gif")
+
+
+def test_a_downloaded_chart_carries_its_headline_and_source():
+    fig = go.Figure(go.Bar(x=["fp16"], y=[140.0]))
+    out = standalone_figure(fig, title="Fits on RTX 4090: 6.79 GB of 24.00 GB usable", source="calculator.fit")
+    assert out.layout.title.text == "Fits on RTX 4090: 6.79 GB of 24.00 GB usable"
+    assert out.layout.title.subtitle.text == "quantfit · calculator.fit"
+    assert out.layout.template.layout.paper_bgcolor == "white"  # not Streamlit's placeholder colours
+    assert fig.layout.title.text is None  # the on-screen figure is left as it was
 
 
 def test_chromium_path_reads_the_environment_never_writes_it(monkeypatch, tmp_path):
@@ -91,29 +108,24 @@ def test_png_and_svg_export_with_system_chromium():
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert png[16:24] == (2400).to_bytes(4, "big") + (1200).to_bytes(4, "big")  # IHDR: 1200 x 600 at scale 2
     assert b"<svg" in svg[:500]
+    titled = figure_bytes(fig, "svg", title="Weights of Llama 3.1 70B", source="calculator.memory")
+    assert b"Weights of Llama 3.1 70B" in titled and b"calculator.memory" in titled
     assert dict(os.environ) == before  # the browser path went to kaleido as an argument
 
 
-def test_share_link_reopens_the_same_state(run_app):
-    at = run_app("fit")
-    at.selectbox(key="model").select("qwen2.5-7b").run()
-    at.selectbox(key="gpu").select("L40S").run()
-    at.number_input(key="ctx").set_value(65536).run()
-    at.selectbox(key="kv").select("q8_0").run()
-    at.checkbox(key="fa").uncheck().run()
-    assert not at.code  # the popover is lazy: nothing until it is opened
-    at.session_state["share"] = True  # open the "Copy link" popover
-    link = at.run().code[0].value
-    query = dict(parse_qsl(urlsplit(link).query))
-    assert query["model"] == "qwen2.5-7b" and query["ctx"] == "65536" and query["fa"] == "false"
+def test_a_link_reopens_the_same_state(run_app):
+    """The link is the address bar (bound widgets; "Copy link" copies it in the browser, tests/app/
+    test_browser.py): a query with every kind of widget reopens the same page."""
+    query = {"model": "qwen2.5-7b", "gpu": "L40S", "ctx": "65536", "kv": "q8_0", "fa": "false"}
+    at = run_app("fit", **query)
+    no_exception(at)
+    assert at.selectbox(key="model").value == "qwen2.5-7b"
+    assert at.selectbox(key="gpu").value == "L40S"
+    assert at.number_input(key="ctx").value == 65536
+    assert at.selectbox(key="kv").value == "q8_0"
+    assert at.checkbox(key="fa").value is False
     again = run_app("fit", **query)
-    no_exception(again)
-    assert again.selectbox(key="model").value == "qwen2.5-7b"
-    assert again.selectbox(key="gpu").value == "L40S"
-    assert again.number_input(key="ctx").value == 65536
-    assert again.selectbox(key="kv").value == "q8_0"
-    assert again.checkbox(key="fa").value is False
-    assert texts(again.success) == texts(at.success)
+    assert texts(again.success) == texts(at.success) or texts(again.warning) == texts(at.warning)
 
 
 def _guarded_page(error: str) -> None:

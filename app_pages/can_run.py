@@ -1,0 +1,131 @@
+"""What can I run? page: GPU(s) + context + KV cache type -> every preset (and any Hub model added) ranked by
+what fits entirely on the GPU(s), each with the best file type that fits and that type's expected quality.
+
+The question people take to recommender tools, answered with exact bytes: per model, ``calculator.search.
+best_format`` (the highest-quality format in ``calculator.quality.QUALITY_ORDER`` that fits) and
+``calculator.fit`` for its numbers; the quality cost is ``ui.fit_views.format_quality`` (llama.cpp's
+Llama-3-8B KLD scoreboard, or measured here for SmolLM2-135M). Ranking: models that fit first, the most
+parameters first (a bigger model at a given quality), then the lower KLD.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from calculator import units
+from calculator.fit import FitOptions, as_setup, fit
+from calculator.hardware import GpuSetup
+from calculator.models import list_presets, load_preset
+from calculator.quality import QUALITY_ORDER
+from calculator.runtime import CacheType
+from calculator.search import best_format
+from ui import fit_views
+from ui.export import download_bar, table_downloads
+from ui.guard import run_page
+from ui.pickers import HUB, context_input, gpu_select, hub_lookup
+from ui.share import fit_url, page_title
+from ui.style import RESULTS_FIRST
+
+KV_TYPES = [c.value for c in CacheType]
+MAX_GPUS = 64
+MAX_HUB_MODELS = 8
+"""Hub models one view looks up (each is a network round trip the first time)."""
+
+
+def _row(name: str, label: str, spec, setup: GpuSetup, context: int, opts: FitOptions, source: str) -> dict:
+    best = best_format(spec, setup, context, 1, options=opts)
+    shown = best or fit(spec, QUALITY_ORDER[-1], setup, context, 1, options=opts, with_max_context=False)
+    kld, quality_source = fit_views.format_quality(shown.format, name) if best else (None, "")
+    return {
+        "model": label, "preset": name, "params": spec.total_params, "params_text": units.fmt_count(spec.total_params),
+        "fits": best is not None, "best_format": best.format if best else "none",
+        "verdict": "fits" if best else f"does not fit (even {shown.format}: {units.fmt_gb(shown.per_device_bytes)}"
+                                       f" per GPU)",
+        "per_gpu_gb": units.to_gb(shown.per_device_bytes), "free_gb": units.to_gb(shown.headroom_bytes),
+        "decode_tokens_per_s": best.decode_tokens_per_s if best else None, "kld": kld,
+        "quality_source": quality_source, "source": source,
+    }
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def ranking(setup: GpuSetup, context: int, opts: FitOptions, hub_ids: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """(rows ranked as the module docstring says, one message per Hub id that could not be read)."""
+    rows, problems = [], []
+    for name in list_presets():
+        rows.append(_row(name, name, load_preset(name), setup, context, opts, "preset"))
+    for repo in hub_ids:
+        hub, error = hub_lookup(repo)
+        if hub is None:
+            problems.append(f"{repo}: {error}")
+            continue
+        rows.append(_row(repo, repo, hub.spec, setup, context, opts, "Hugging Face Hub"))
+    rows.sort(key=lambda r: (not r["fits"], -r["params"] if r["fits"] else r["per_gpu_gb"],
+                             r["kld"] if r["kld"] is not None else 1.0))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank if r["fits"] else None
+        r["fit_link"] = fit_url(r["best_format"] if r["fits"] else QUALITY_ORDER[-1], r["preset"],
+                                setup.gpu.name) if r["source"] == "preset" else None
+    return rows, problems
+
+
+COLUMNS = {
+    "rank": st.column_config.NumberColumn("#", format="%d", width="small"),
+    "model": st.column_config.TextColumn("Model", pinned=True),
+    "params_text": st.column_config.TextColumn("Parameters"),
+    "best_format": st.column_config.TextColumn("Best file type", help="The highest-quality format (lowest "
+                                               "published KLD) that fits entirely on the GPU(s)"),
+    "kld": st.column_config.NumberColumn("KLD", format="%.4f", help="Of that file type: lower is better"),
+    "decode_tokens_per_s": st.column_config.NumberColumn("Tokens/s", format="%.1f"),
+    "free_gb": st.column_config.NumberColumn("Free GB / GPU", format="%+.2f"),
+    "verdict": st.column_config.TextColumn("Verdict", width="medium"),
+    "quality_source": st.column_config.TextColumn("Quality source", width="medium"),
+    "fit_link": st.column_config.LinkColumn("Will it fit?", display_text="details ↗"),
+}
+
+
+def main() -> None:
+    page_title("What can I run?")
+    answer = st.container(key=f"{RESULTS_FIRST}_ranking")
+    c = st.columns([2, 0.8, 1.2, 1.8, 1.1], vertical_alignment="bottom")
+    with c[0]:
+        gpu = gpu_select()
+    n_gpus = c[1].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params")
+    context = context_input(c[2], c[3], max_context=None)
+    kv = c[4].selectbox("KV cache", KV_TYPES, index=KV_TYPES.index("fp16"), key="kv", bind="query-params",
+                        help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
+    hub_text = st.text_input(f"Add {HUB}s", key="hub_add", bind="query-params",
+                             placeholder="optional, comma-separated: Qwen/Qwen2.5-7B, google/gemma-2-2b",
+                             help="Read from the Hub (config.json and safetensors headers only) and ranked "
+                                  "with the presets")
+    if gpu is None:
+        return
+    hub_ids = tuple(dict.fromkeys(h.strip() for h in hub_text.split(",") if h.strip()))[:MAX_HUB_MODELS]
+    setup = as_setup(gpu, int(n_gpus))
+    with st.spinner("Sizing every model in every format…"):
+        rows, problems = ranking(setup, context, FitOptions(kv_type=kv), hub_ids)
+    for problem in problems:
+        st.error(f"Hub model left out: {problem}", icon=":material/cloud_off:")
+    fitting = [r for r in rows if r["fits"]]
+    with answer:
+        if fitting:
+            top = fitting[0]
+            st.success(f"**{len(fitting)} of {len(rows)} models fit** entirely on {setup.label} at "
+                       f"{context:,} tokens. The largest: **{top['model']}** ({top['params_text']} parameters) "
+                       f"as **{top['best_format']}**"
+                       + (f", ~{top['decode_tokens_per_s']:,.0f} tokens/s." if top["decode_tokens_per_s"] else "."),
+                       icon=":material/check_circle:")
+        else:
+            st.error(f"**No model fits** entirely on {setup.label} at {context:,} tokens: try a shorter context, "
+                     "a quantized KV cache or more GPUs.", icon=":material/block:")
+    st.dataframe(rows, hide_index=True, key="can_run_table", column_config=COLUMNS, column_order=list(COLUMNS),
+                 height=min(35 * (len(rows) + 1) + 3, 720))
+    st.caption("KLD: the mean KL divergence of the file type to the unquantized model, "
+               f"{fit_views.PUBLISHED} (for SmolLM2-135M: {fit_views.MEASURED}); it ranks file types, the value "
+               "differs per model. Batch 1; Will it fit? has every other setting.")
+    stem = f"quantfit-can-run-{setup.label}-{context}".replace(" ", "_").replace("/", "_")
+    with download_bar():
+        table_downloads(rows, stem=stem, key="can_run_dl",
+                        meta={"gpus": setup.label, "context": context, "kv_cache": kv})
+
+
+run_page(main)

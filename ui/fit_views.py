@@ -1,0 +1,259 @@
+"""The Will-it-fit answers besides the chart: the verdict sentence, the advice that makes a run fit (each a
+button that sets the widgets), and every common format at once with its expected quality cost.
+
+Numbers come from ``calculator.fit`` / ``calculator.search``; quality costs from ``calculator.quality``
+(llama.cpp's Llama-3-8B KLD scoreboard) or, for SmolLM2-135M, from the results measured here
+(``assets/results``, read through ``ui.quality_data``). The calculator has no per-format quality *label*
+(which model, which source), so ``format_quality`` makes one here from those two public sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from calculator import units
+from calculator.fit import FitOptions, FitResult, Verdict, fit
+from calculator.hardware import GpuSetup
+from calculator.quality import QUALITY_KLD, QUALITY_ORDER
+from calculator.search import best_format
+from calculator.training import TrainingMode
+from evaluation.plan import BUNDLED_SWEEP
+from ui.labels import plural
+from ui.pickers import resolve_subject
+from ui.quality_data import matching_results
+
+EVERY_FORMAT = ("fp16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "Q3_K_M",
+                "Q3_K_S", "IQ3_XXS", "Q2_K", "IQ2_M", "IQ2_XS", "IQ2_XXS", "IQ1_S")
+"""The formats the "Every format" table prices: the GGUF file types people download, F16 to IQ1_S (every one
+has a published KLD, so each row gets a quality cost)."""
+assert set(EVERY_FORMAT) <= set(QUALITY_KLD), set(EVERY_FORMAT) - set(QUALITY_KLD)
+
+PUBLISHED = "published for Llama-3-8B (llama.cpp scoreboard)"
+MEASURED = "measured here (SmolLM2-135M, shakespeare)"
+MEASURED_MODEL = "smollm2-135m"
+"""The preset whose formats have quality measured here (the bundled results' model)."""
+KV_SMALLER = {"fp32": ("q8_0", "q4_0"), "fp16": ("q8_0", "q4_0"), "bf16": ("q8_0", "q4_0"),
+              "fp8": ("q4_0",), "q8_0": ("q4_0",)}
+"""Quantized KV cache types to suggest, by the current one (llama.cpp --cache-type-k/-v)."""
+MAX_SUGGESTED_GPUS = 8
+""""Add GPUs" advice looks up to this many (a server's worth)."""
+
+
+def plain(markdown: str) -> str:
+    """Verdict markdown without its ** and ` marks (for a downloaded chart's title)."""
+    return markdown.replace("**", "").replace("`", "")
+
+
+def verdict_message(r: FitResult, setup: GpuSetup) -> tuple[str, str]:
+    """("success" | "warning" | "error", the verdict in markdown) for one fit."""
+    where = f"{r.gpu_count}× {r.gpu}" if r.gpu_count > 1 else r.gpu
+    use = (f"{units.fmt_gb(r.per_device_bytes)} of {units.fmt_gb(r.usable_bytes)} usable per GPU "
+           f"({units.fmt_gib(r.per_device_bytes)} of {units.fmt_gib(r.usable_bytes)})")
+    speed = f", ~{r.decode_tokens_per_s:,.1f} tokens/s" if r.decode_tokens_per_s else ""
+    if r.verdict is Verdict.FITS:
+        return "success", f"**Fits** on {where}: {use}, {units.fmt_gb(r.headroom_bytes)} free."
+    if r.verdict is Verdict.OFFLOAD:
+        cpu = units.fmt_gb(r.cpu_offload_bytes)
+        offloaded = r.n_layers - r.gpu_layers
+        if offloaded == 0:  # every block fits; only the token embedding and output layer stay behind
+            return "warning", (
+                f"**Runs with the output layer in CPU RAM**: all {r.n_layers} blocks on {where}, the token "
+                f"embedding and output layer ({cpu}) in CPU RAM (llama.cpp `-ngl {r.gpu_layers}`; all on "
+                f"the GPU would be `-ngl {r.gpu_layers + 1}`){speed}. GPU side: {use}.")
+        return "warning", (
+            f"**Offload {plural(offloaded, 'layer')}** to the CPU: {r.gpu_layers} of {r.n_layers} blocks on "
+            f"{where} (llama.cpp `-ngl {r.gpu_layers}`), {cpu} in CPU RAM{speed}. GPU side: {use}.")
+    return "error", (f"**Does not fit** on {where}: needs {units.fmt_gb(r.per_device_bytes)} per GPU, "
+                     f"{units.fmt_gb(r.usable_bytes)} usable ({units.fmt_gb(-r.headroom_bytes)} short).")
+
+
+def draw_verdict(r: FitResult, setup: GpuSetup) -> str:
+    """The verdict box; returns its plain text (the title of a downloaded chart)."""
+    kind, text = verdict_message(r, setup)
+    icon = {"success": ":material/check_circle:", "warning": ":material/swap_horiz:", "error": ":material/block:"}
+    getattr(st, kind)(text, icon=icon[kind])
+    return plain(text)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One change that makes the run fit: a button label, the widget values it sets, and the outcome."""
+
+    label: str
+    changes: tuple[tuple[str, object], ...]
+    """(widget key, value) pairs, e.g. (("kv", "q8_0"),)."""
+    outcome: str
+
+
+def _outcome(r: FitResult) -> str:
+    speed = f", ~{r.decode_tokens_per_s:,.1f} tokens/s" if r.decode_tokens_per_s else ""
+    return f"fits: {units.fmt_gb(r.per_device_bytes)} of {units.fmt_gb(r.usable_bytes)} per GPU{speed}"
+
+
+def _round_context(n: int) -> int:
+    """A context to suggest: whole thousands (1,024 tokens) below the exact limit when it is that large."""
+    return n // 1024 * 1024 if n >= 2048 else n
+
+
+def _largest_batch(spec, fmt, setup, context, batch, opts) -> int:
+    """The largest batch below ``batch`` that fits (memory grows with the batch: bisection), 0 if none."""
+    lo, hi = 0, batch  # fits(lo) or lo == 0; not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fit(spec, fmt, setup, context, mid, options=opts, with_max_context=False).fits:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def advice(ref: tuple[str, str], fmt: str, setup: GpuSetup, context: int, batch: int, opts: FitOptions,
+           max_context: int | None) -> tuple[Advice, ...]:
+    """The single changes that make a run that does not fit (entirely on the GPUs) fit, cheapest first:
+    a quantized KV cache, a shorter context, fewer parallel sequences, a smaller file type, more GPUs.
+    In a training mode: gradient checkpointing, QLoRA, a shorter context, a smaller batch, more GPUs."""
+    spec = resolve_subject(ref)
+    out: list[Advice] = []
+
+    def trial(label: str, changes: dict, **kw) -> bool:
+        args = {"fmt": fmt, "setup": setup, "context": context, "batch": batch, "opts": opts} | kw
+        r = fit(spec, args["fmt"], args["setup"], args["context"], args["batch"], options=args["opts"],
+                with_max_context=False)
+        if r.fits:
+            out.append(Advice(label, tuple(changes.items()), _outcome(r)))
+        return r.fits
+
+    if opts.inference:
+        for kv in KV_SMALLER.get(opts.kv_type.value, ()):
+            if trial(f"KV cache {kv}", {"kv": kv}, opts=_replace(opts, kv_type=kv)):
+                break
+    else:
+        if not opts.gradient_checkpointing:
+            trial("Gradient checkpointing", {"ckpt": True}, opts=_replace(opts, gradient_checkpointing=True))
+        if opts.mode is not TrainingMode.QLORA:
+            trial("QLoRA (4-bit frozen base)", {"mode": "QLoRA"}, opts=_replace(opts, mode=TrainingMode.QLORA))
+    if max_context and max_context < context and _round_context(max_context) >= 1:
+        shorter = _round_context(max_context)
+        trial(f"Context {shorter:,} tokens", {"ctx": shorter}, context=shorter)
+    if batch > 1:
+        fewer = _largest_batch(spec, fmt, setup, context, batch, opts)
+        if fewer:
+            trial(f"Batch {fewer}", {"batch": fewer}, batch=fewer)
+    if opts.inference:
+        best = best_format(spec, setup, context, batch, options=opts)
+        if best is not None and best.format != fmt:
+            out.append(Advice(f"File type {best.format}", (("fmt", best.format),),
+                              f"{_outcome(best)}; KLD {QUALITY_KLD[best.format]:.4f} {PUBLISHED}"))
+    for n in range(setup.count + 1, max(setup.count, MAX_SUGGESTED_GPUS) + 1):
+        more = GpuSetup(setup.gpu, n, setup.cpu_ram_bytes, setup.cpu_bandwidth_gb_per_s)
+        if trial(f"{n}× {setup.gpu.name}", {"n_gpus": n}, setup=more):
+            break
+    return tuple(out)
+
+
+def _replace(opts: FitOptions, **changes) -> FitOptions:
+    from dataclasses import replace
+
+    return replace(opts, **changes)
+
+
+def apply_changes(changes: tuple[tuple[str, object], ...]) -> None:
+    """Button callback: set the widgets (before the rerun draws them), so the page shows the changed run and
+    the URL follows."""
+    for key, value in changes:
+        st.session_state[key] = value
+
+
+def draw_advice(items: tuple[Advice, ...], r: FitResult) -> None:
+    """Buttons for the changes that make it fit, each with its outcome; a note when none does."""
+    if not items:
+        st.caption("No single change makes it fit: combine a smaller file type with a shorter context, or pick "
+                   "a bigger GPU.")
+        return
+    st.markdown("**What makes it fit** (one change each; click to apply):")
+    if r.verdict is Verdict.OFFLOAD and r.decode_tokens_per_s:
+        st.caption(f"Or keep the offload at ~{r.decode_tokens_per_s:,.1f} tokens/s: the CPU reads its share of "
+                   "the weights at its RAM's speed, so each change below is faster.")
+    for i, item in enumerate(items):
+        row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        row.button(item.label, key=f"advice_{i}", on_click=apply_changes, args=(item.changes,),
+                   icon=":material/auto_fix_high:")
+        row.caption(item.outcome)
+
+
+def format_quality(fmt: str, model: str) -> tuple[float | None, str]:
+    """(mean KLD, its source) of ``fmt``: measured here for SmolLM2-135M's GGUF file types, else llama.cpp's
+    Llama-3-8B scoreboard; (None, "") for a format with neither."""
+    if model == MEASURED_MODEL:
+        for _, result in matching_results(BUNDLED_SWEEP):
+            if result.calculator_format == fmt and result.family == "gguf":
+                return result.quality.kld_mean, MEASURED
+    if fmt in QUALITY_KLD:
+        return QUALITY_KLD[fmt], PUBLISHED
+    return None, ""
+
+
+def _short_verdict(r: FitResult) -> str:
+    if r.verdict is Verdict.FITS:
+        return "fits"
+    if r.verdict is Verdict.OFFLOAD:
+        offloaded = r.n_layers - r.gpu_layers
+        return f"offload {plural(offloaded, 'layer')}" if offloaded else "offload output layer"
+    return "does not fit"
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def every_format(ref: tuple[str, str], setup: GpuSetup, context: int, batch: int, opts: FitOptions
+                 ) -> list[dict]:
+    """One row per ``EVERY_FORMAT`` file type on these GPUs at this context (raw values, bytes as ints), the
+    highest-quality one that fits entirely on the GPUs marked ``best``."""
+    spec = resolve_subject(ref)
+    model = ref[1]
+    rows = []
+    for fmt in EVERY_FORMAT:
+        r = fit(spec, fmt, setup, context, batch, options=opts, with_max_context=False)
+        kld, source = format_quality(fmt, model)
+        rows.append({"best": "", "format": fmt, "verdict": _short_verdict(r),
+                     "bits_per_weight": r.weight_bytes * 8 / spec.total_params,
+                     "total_bytes": r.total_bytes, "total_gb": units.to_gb(r.total_bytes),
+                     "per_gpu_gb": units.to_gb(r.per_device_bytes),
+                     "free_gb": units.to_gb(r.headroom_bytes), "decode_tokens_per_s": r.decode_tokens_per_s,
+                     "kld": kld, "quality_source": source, "fits": r.fits})
+    fitting = [row for row in rows if row["fits"]]
+    if fitting:
+        best = min(fitting, key=lambda row: (row["kld"] is None, row["kld"] or 0.0,
+                                             QUALITY_ORDER.index(row["format"])))
+        best["best"] = "★ best"
+    return rows
+
+
+EVERY_FORMAT_COLUMNS = {
+    "best": st.column_config.TextColumn("", width="small"),
+    "format": st.column_config.TextColumn("Format", pinned=True),
+    "verdict": st.column_config.TextColumn("Verdict"),
+    "total_gb": st.column_config.NumberColumn("Total GB", format="%.2f", help="Every byte of the run: weights, "
+                                              "KV cache, buffers (all GPUs and CPU RAM)"),
+    "free_gb": st.column_config.NumberColumn("Free GB / GPU", format="%+.2f", help="Negative: missing"),
+    "decode_tokens_per_s": st.column_config.NumberColumn("Tokens/s", format="%.1f"),
+    "kld": st.column_config.NumberColumn("KLD", format="%.4f", help="Mean KL divergence to the unquantized "
+                                         "model: lower is better (see Quality source)"),
+    "quality_source": st.column_config.TextColumn("Quality source", width="medium"),
+    "bits_per_weight": st.column_config.NumberColumn("Bits/weight", format="%.2f"),
+    "per_gpu_gb": st.column_config.NumberColumn("GB / GPU", format="%.2f"),
+}
+"""How the "Every format" table shows its rows (the column order is this dict's)."""
+
+
+def styled_every_format(rows: list[dict]):
+    """The rows as a pandas Styler with the best row shaded."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).drop(columns=["fits", "total_bytes"])
+
+    def shade(row):
+        return ["background-color: rgba(33, 195, 84, 0.18)" if row["best"] else ""] * len(row)
+
+    return frame.style.apply(shade, axis=1)
