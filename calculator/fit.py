@@ -40,7 +40,7 @@ from calculator.training import (
     parse_optimizer,
     parse_precision,
 )
-from calculator.units import MAX_BATCH, MAX_CONTEXT_TOKENS, check_int
+from calculator.units import MAX_BATCH, MAX_CONTEXT_TOKENS, MAX_DIM, check_int
 
 __all__ = ["FitOptions", "FitResult", "Verdict", "as_setup", "fit"]
 
@@ -89,10 +89,11 @@ class FitOptions:
         targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else self.lora_targets
         set_field(self, "lora_targets", tuple(str(t) for t in targets))
         if self.ubatch is not None:
-            check_int("ubatch (prompt tokens per step)", self.ubatch, example=f"{DEFAULT_UBATCH}, or None")
+            check_int("ubatch (prompt tokens per step)", self.ubatch, high=MAX_CONTEXT_TOKENS,
+                      example=f"{DEFAULT_UBATCH}, or None")
         check_int("CUDA context bytes", self.cuda_context_bytes, low=0, example=f"{DEFAULT_CUDA_CONTEXT_BYTES:,}")
         check_int("extra overhead bytes", self.extra_overhead_bytes, low=0, example="0")
-        check_int("LoRA rank", self.lora_rank, example="16")
+        check_int("LoRA rank", self.lora_rank, high=MAX_DIM, example="16")
         for label, value, default in (
             ("decode efficiency", self.decode_efficiency, speed.DECODE_BANDWIDTH_EFFICIENCY),
             ("prefill efficiency", self.prefill_efficiency, speed.PREFILL_COMPUTE_EFFICIENCY),
