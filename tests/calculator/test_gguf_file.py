@@ -4,7 +4,10 @@ header-derived spec against the smollm2-135m preset (same tensors, same fit), fi
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -197,3 +200,22 @@ def test_device_files_and_folders_are_refused(tmp_path):
         LocalSource("/dev/zero")
     with pytest.raises(ValueError, match="neither an existing file nor a Hub repo"):
         load_gguf(str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not a gguf at all", "is not a GGUF file"),
+        (raw_header(n_kv=1, kv=gguf_string(b"general.name")[:5]), "inside its GGUF header .*truncated"),
+        (raw_header(version=7), "is GGUF version 7; this reader knows versions 2, 3"),
+        (raw_header(n_tensors=10**12), "claims 1,000,000,000,000 tensors"),
+    ],
+)
+@pytest.mark.parametrize("command", ["gguf", "fit", "info"])
+def test_cli_bad_local_files_are_one_line(tmp_path, data, message, command):
+    path = _write(tmp_path, data)
+    extra = ["--gpu", "RTX 4090"] if command == "fit" else []
+    out = subprocess.run([sys.executable, "-m", "calculator", command, "--gguf", str(path), *extra],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert re.fullmatch(rf"error: .*{message}.*\n", out.stderr)
