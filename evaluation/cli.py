@@ -7,7 +7,9 @@
 
 Bad input ends with one line on stderr and exit status 1 (no traceback); results finished before the
 error or an interrupt (Ctrl-C, status 130) stay in ``--out`` and in the cache, so the same command
-resumes where it stopped.
+resumes where it stopped. Cheap checks come first: ``--out`` (never a directory, an unwritable place, or
+an existing file that is not a quantfit results file unless ``--force``) and the numbers are refused
+before torch or a model is loaded.
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ class _Bars:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Cheap checks first: the output path and the numbers fail here, before torch or a model is loaded.
+    from calculator.units import check_int
+    from evaluation.results import check_results_output
+
+    out = check_results_output(args.out, force=args.force) if args.out else None
+    check_int("--threads", args.threads, low=0, high=4096, example="4, or 0 for torch's choice")
+    if args.calibration_samples is not None and args.calibration_samples < 1:
+        raise ValueError(f"--calibration-samples {args.calibration_samples} must be at least 1 (e.g. 4)")
+
     import torch
 
     from evaluation.methods import BaselineConfig, parse_methods
@@ -117,8 +128,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from evaluation.results import save_results
     from evaluation.runner import evaluate
 
-    if args.calibration_samples is not None and args.calibration_samples < 1:
-        raise ValueError(f"--calibration-samples {args.calibration_samples} must be at least 1 (e.g. 4)")
     options = EvaluateOptions(
         n_ctx=args.ctx,
         max_tokens=args.tokens,
@@ -135,7 +144,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     done = []
-    out = Path(args.out) if args.out else None
 
     def keep(result) -> None:
         done.append(result)
@@ -260,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the runner's 32; AWQ on a CPU takes minutes per sample: try 4)",
     )
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    run.add_argument("--out", help="write results JSON here (after every method, atomically)")
+    run.add_argument("--out", help="write results JSON here (after every method, atomically); an existing file "
+                     "must be a quantfit results file")
+    run.add_argument("--force", action="store_true",
+                     help="let --out replace an existing file that is not a quantfit results file")
     run.add_argument("--cache-dir", type=Path, help=f"result cache (default: {default_cache_dir()})")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     run.add_argument("--json", action="store_true", help="print the results document instead of a table")

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from evaluation.bounds import MAX_RESULTS, check_depth, check_output_path, check_range
+
 SCHEMA = "quantfit.evaluation.results"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -255,6 +257,9 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
             values[f.name] = None if value is None else _check_value(inner, value, where, path)
         else:
             values[f.name] = _check_value(hint, value, where, path)
+        if not dataclasses.is_dataclass(values[f.name]):  # records check their own fields
+            check_depth(where, path, values[f.name])
+            check_range(where, path, values[f.name])
         for key in _DICT_REQUIRED.get(path, ()):
             if key not in value:
                 raise ValueError(f"{where}: required field '{path}.{key}' is missing")
@@ -307,19 +312,23 @@ def parse_results(data: Any, where: str = "results") -> list[Result]:
     rows = data.get("results")
     if not isinstance(rows, list):
         raise ValueError(f"{where}: 'results' must be a list")
+    if len(rows) > MAX_RESULTS:
+        raise ValueError(f"{where}: {len(rows):,} results, over the limit of {MAX_RESULTS:,} per file")
     return [Result.from_dict(row, f"{where}: result {i}", version) for i, row in enumerate(rows)]
 
 
 def load_results(path: str | Path) -> list[Result]:
-    """Read and validate a results JSON file (at most ``MAX_RESULTS_FILE_BYTES``)."""
+    """Read and validate a results JSON file; at most ``MAX_RESULTS_FILE_BYTES`` are read, whatever size
+    the file reports (``/dev/zero`` reports 0 bytes and never ends)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        with path.open("rb") as f:
+            raw = f.read(MAX_RESULTS_FILE_BYTES + 1)
     except OSError as err:
         raise ValueError(f"cannot read results file {path}: {err.strerror}") from None
-    if size > MAX_RESULTS_FILE_BYTES:
-        raise ValueError(f"results file {path} is {size:,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
-    return loads_results(path.read_bytes(), str(path))
+    if len(raw) > MAX_RESULTS_FILE_BYTES:
+        raise ValueError(f"results file {path} is over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
+    return loads_results(raw, str(path))
 
 
 def loads_results(raw: bytes | str, where: str = "results") -> list[Result]:
@@ -328,9 +337,20 @@ def loads_results(raw: bytes | str, where: str = "results") -> list[Result]:
         raise ValueError(f"{where}: {len(raw):,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply to be a results file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{where}: not valid JSON ({err})") from None
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        raise ValueError(f"{where}: not a usable results file ({err})") from None
     return parse_results(data, where)
+
+
+def check_results_output(path: str | Path, *, force: bool = False) -> Path:
+    """``path`` if ``save_results`` may write there (``evaluation.bounds.check_output_path``): never a
+    directory, an unwritable place, or an existing file that is not a quantfit results file unless
+    ``force``. Called before an evaluation starts."""
+    return check_output_path(path, schema=SCHEMA, limit=MAX_RESULTS_FILE_BYTES, force=force)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
