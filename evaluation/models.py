@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from calculator.hub import hub_endpoint, hub_reachable, is_repo_id
+from evaluation.access import PRESET_ALIASES as _PRESET_ALIASES
+from evaluation.access import PRESETS, shared_model_ref
 from evaluation.results import ModelKind
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,8 +34,6 @@ SMOLLM2_NOTE = (
     "(asymmetric 4-bit, group 32), so an asymmetric int4 group-32 re-quantization is nearly lossless on "
     "it. That is an artifact of this model, not a property of int4."
 )
-PRESETS: dict[str, str] = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-_PRESET_ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
 
 # What a Hub snapshot fetches: weights as safetensors only, config and tokenizer files.
 HUB_ALLOW_PATTERNS = [
@@ -182,7 +182,13 @@ def _gguf_notes(path: Path) -> tuple[str, ...]:
 
     from gguf import GGMLQuantizationType, GGUFReader
 
-    types = Counter(t.tensor_type for t in GGUFReader(path).tensors if len(t.shape) > 1)
+    try:
+        types = Counter(t.tensor_type for t in GGUFReader(path).tensors if len(t.shape) > 1)
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, OSError) as err:
+        # gguf-py's reader raises raw numpy/struct errors on a truncated or corrupt file
+        raise ValueError(
+            f"{path.name} is not a readable GGUF file ({type(err).__name__}: {str(err)[:120]}); is it truncated?"
+        ) from None
     quantized = {
         t: n
         for t, n in types.items()
@@ -281,8 +287,13 @@ def resolve_model_source(
     revision: str | None = None,
     hub_cache_dir: str | Path | None = None,
     memo_dir: str | Path | None = None,
+    allowed_roots: tuple[Path, ...] | None = None,
 ) -> ModelSource:
-    """Preset name | GGUF file | model folder | Hub id -> ``ModelSource`` (downloads a Hub snapshot)."""
+    """Preset name | GGUF file | model folder | Hub id -> ``ModelSource`` (downloads a Hub snapshot).
+
+    ``allowed_roots`` (a shared link's reference, ``evaluation.access``): only presets, Hub ids, and local
+    paths under those folders; a Hub id then never reads a local path of the same name.
+    """
     text = str(ref).strip()
     if not text:
         raise ValueError("model is empty: give smollm2-135m, a model folder, a .gguf file or a Hub id")
@@ -299,8 +310,11 @@ def resolve_model_source(
             file_sha256(path, memo_dir),
             (SMOLLM2_NOTE,),
         )
-    path = Path(text).expanduser()
-    if path.is_file():
+    local, path = True, Path(text).expanduser()
+    if allowed_roots is not None:
+        path = Path(shared_model_ref(text, allowed_roots))
+        local = path.is_absolute()
+    if local and path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ValueError(f"{path} is a file but not a .gguf; give a .gguf file or a model folder")
         path = path.resolve()
@@ -314,7 +328,7 @@ def resolve_model_source(
             file_sha256(path, memo_dir),
             _gguf_notes(path),
         )
-    if path.is_dir():
+    if local and path.is_dir():
         _check_folder(path, f"folder {path}")
         path = path.resolve()
         return ModelSource(text, ModelKind.FOLDER, path.name, path, None, None, folder_sha256(path, memo_dir))
@@ -336,6 +350,7 @@ def load_model(
     source: ModelSource, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu"
 ):
     """(model, tokenizer) for ``source``: eval mode, no grad, on ``device`` in ``dtype``."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -352,7 +367,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
         tok_kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=False, **tok_kwargs)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, IndexError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"transformers could not load {source.model_id} from {source.path}: {first}"
