@@ -307,10 +307,15 @@ def run_methods(
     - ``progress(method_id, windows_done, windows_total)`` while a method runs;
     - ``on_baseline(done, total)``: (0, 0) before the baseline is loaded or fetched, then per window while
       it is computed, then (n, n) when it is ready. Never called when every method is cached.
+
+    The model is resolved as a shared link's (``evaluation.access``): a preset, a Hub id, or a local path
+    under ``$QUANTFIT_ALLOWED_PATHS``.
     """
     import torch
 
+    from evaluation.access import allowed_roots
     from evaluation.cli import default_cache_dir
+    from evaluation.models import resolve_model_source
     from evaluation.options import EvaluateOptions
     from evaluation.runner import cached_result, evaluate
     from evaluation.scoring import prepare_baseline, resolve
@@ -318,7 +323,9 @@ def run_methods(
     ids = method_ids_to_run(method_ids, skip)
     options = EvaluateOptions(n_ctx=settings.ctx, max_tokens=settings.tokens, cache_dir=default_cache_dir(),
                               device="cuda" if torch.cuda.is_available() else "cpu", decode_tokens=DECODE_TOKENS)
-    source, corpus = resolve(settings.model, settings.corpus, options)
+    # A front end's model may come from a shared link: presets, Hub ids and allow-listed paths only.
+    model = resolve_model_source(settings.model, memo_dir=options.cache_dir, allowed_roots=allowed_roots())
+    source, corpus = resolve(model, settings.corpus, options)
     todo = []
     for method_id in ids:
         found = cached_result(source, corpus, method_id, options)  # loads no model
