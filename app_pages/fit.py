@@ -40,7 +40,7 @@ from ui.pickers import (
 )
 from ui.share import page_title
 from ui.style import RESULTS_FIRST
-from ui.url_state import warn_unknown_url_value
+from ui.url_state import warn_bad_url_number, warn_unknown_url_value
 
 # The formats people pick most, first; then every GGUF file type and every other weight format.
 _COMMON_FORMATS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ2_XS", "fp16", "bf16",
@@ -139,24 +139,29 @@ def _options(mode: str, kv: str | None) -> tuple[FitOptions, int | None]:
         o = st.columns(3)
         flash = o[0].checkbox("Flash attention", True, key="fa", bind="query-params")
         if not training:
+            warn_bad_url_number("ubatch", low=1, high=65536, default=DEFAULT_UBATCH, what="prompt tokens per step")
             ubatch = o[1].number_input("Prompt tokens per step", 1, 65536, DEFAULT_UBATCH, key="ubatch",
                                        bind="query-params",
                                        help="llama.cpp -ub (micro-batch); sets the compute buffer")
+            warn_bad_url_number("cpu_ram_gb", low=0, high=100_000, default=0, what="CPU RAM (GB)")
             cpu_ram_gb = o[2].number_input("CPU RAM (GB)", 0, 100_000, 0, key="cpu_ram_gb", bind="query-params",
                                            help="For the offload verdict; 0 = not checked")
             opts = FitOptions(kv_type=kv, flash_attention=flash, ubatch=int(ubatch))
             return opts, int(cpu_ram_gb) * units.GB if cpu_ram_gb else None
         ckpt = o[1].checkbox("Gradient checkpointing", False, key="ckpt", bind="query-params")
+        warn_unknown_url_value("optim", OPTIMIZERS, "optimizer")
         optim = o[2].selectbox("Optimizer", OPTIMIZERS, key="optim", bind="query-params")
         t = st.columns(3)
         settings = {}
         if lora:
+            warn_bad_url_number("lora_rank", low=1, high=4096, default=16, what="LoRA rank")
             settings["lora_rank"] = int(t[0].number_input("LoRA rank", 1, 4096, 16, key="lora_rank",
                                                           bind="query-params"))
             targets = t[1].text_input("LoRA targets", ",".join(PEFT_DEFAULT_TARGETS), key="lora_targets",
                                       bind="query-params", help="Module names, comma-separated, or all-linear")
             settings["lora_targets"] = tuple(x.strip() for x in targets.split(",") if x.strip())
         else:
+            warn_unknown_url_value("precision", PRECISIONS, "precision")
             settings["precision"] = t[0].selectbox("Precision", PRECISIONS, key="precision",
                                                    bind="query-params", help="How weights and gradients are held")
     return FitOptions(mode=MODES[mode], flash_attention=flash, gradient_checkpointing=ckpt, optimizer=optim,
@@ -171,18 +176,22 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
                                help="A GGUF file type (Q4_K_M...) or any weight format. Type to search.")
     with devices[1]:
         gpu = gpu_select()
+    warn_bad_url_number("n_gpus", low=1, high=MAX_GPUS, default=1, what="GPU count")
     n_gpus = devices[2].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
                                      help="Identical GPUs, tensor-parallel split")
     run = st.columns([1.3, 2, 0.9, 1.1], vertical_alignment="bottom")  # filled after the mode is known
     m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
+    warn_unknown_url_value("mode", list(MODES), "mode")
     mode = m1.segmented_control("Mode", list(MODES), default="Inference", key="mode", bind="query-params",
                                 required=True, help="Training adds gradients, optimizer states and activations")
     max_context = choice.spec.max_context if choice and choice.spec else None
     context = context_input(run[0], run[1], max_context=max_context, max_value=MAX_CONTEXT_TOKENS)
+    warn_bad_url_number("batch", low=1, high=MAX_BATCH, default=1, what="batch")
     batch = run[2].number_input("Batch", 1, MAX_BATCH, 1, key="batch", bind="query-params",
                                 help="Sequences decoded together (llama.cpp --parallel slots)")
     kv = None
     if mode == "Inference":  # the KV cache is an inference setting
+        warn_unknown_url_value("kv", KV_TYPES, "KV cache type")
         kv = run[3].selectbox("KV cache", KV_TYPES, index=KV_TYPES.index("fp16"), key="kv", bind="query-params",
                               help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
     with m2:
