@@ -22,6 +22,7 @@ from ui.url_state import (
     decode_config,
     encode_config,
     warn_unknown_url_value,
+    warn_bad_url_number,
     warn_unknown_url_values,
 )
 
@@ -252,8 +253,15 @@ def _pick_hub() -> ModelChoice | None:
             hub_lookup.clear()
             st.rerun()
         return None
+    _say_assumed(hub.spec)
     source = f"Hugging Face Hub {repo} config.json"
     return ModelChoice((HUB, repo), hub.spec, repo, source, source, hub.checkpoint_params or None)
+
+
+def _say_assumed(spec: ModelSpec) -> None:
+    """Name the fields the config.json left out and the transformers defaults they took (ModelSpec.assumed)."""
+    if spec.assumed:
+        st.caption("Not in this config.json, so transformers' defaults apply: " + "; ".join(spec.assumed))
 
 
 def _pick_config() -> ModelChoice | None:
@@ -276,6 +284,7 @@ def _pick_config() -> ModelChoice | None:
                 icon=":material/upload_file:")
         return None
     spec = resolve_subject((CONFIG, cfg))
+    _say_assumed(spec)
     source = f"uploaded {name}"
     return ModelChoice((CONFIG, cfg), spec, f"{spec.arch} from {name}", source, source)
 
@@ -374,6 +383,7 @@ def context_input(box, presets_box, *, max_context: int | None, key: str = "ctx"
                   max_value: int = 10_000_000) -> int:
     """The context box (URL key ``key``) in ``box``, its + and - doubling and halving, and preset pills
     (4k ... 128k, the model's maximum) in ``presets_box``; returns the context in tokens."""
+    warn_bad_url_number(key, low=1, high=max_value, default=default, what="context (tokens)")
     value = box.number_input(
         "Context (tokens)", 1, max_value, default, step=1, key=key, bind="query-params",
         on_change=_step_by_powers_of_two, args=(key, max_value),
