@@ -29,6 +29,7 @@ from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.pickers import (
     CONFIG,
+    FILE,
     HUB,
     PRESET,
     ModelChoice,
@@ -169,7 +170,7 @@ def _options(mode: str, kv: str | None) -> tuple[FitOptions, int | None]:
 
 
 def _inputs() -> tuple[ModelChoice | None, dict]:
-    choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG))
+    choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG, FILE))
     devices = st.columns([2, 2, 1])  # room for one more selector (an engine) at the right
     warn_unknown_url_value("fmt", FORMAT_OPTIONS, "format")
     fmt = devices[0].selectbox("Format", FORMAT_OPTIONS, index=0, key="fmt", bind="query-params",

@@ -234,12 +234,11 @@ def spec_from_gguf(metadata: dict, tensors: tuple[TensorInfo, ...], name: str) -
     n_heads = _key(metadata, arch, Keys.Attention.HEAD_COUNT)
     n_kv = _key(metadata, arch, Keys.Attention.HEAD_COUNT_KV, default=n_heads)
     kv_lora = _key(metadata, arch, Keys.Attention.KV_LORA_RANK, default=0)
+    # MLA files since 2025 store the absorbed (MQA) key length in key_length and the per-head one in *_mla
     mla_k = _key(metadata, arch, Keys.Attention.KEY_LENGTH_MLA, required=False)
     head_dim = mla_k or _key(metadata, arch, Keys.Attention.KEY_LENGTH, default=hidden // max(n_heads, 1))
     v_dim = (_key(metadata, arch, Keys.Attention.VALUE_LENGTH_MLA, required=False) if mla_k else None) \
         or _key(metadata, arch, Keys.Attention.VALUE_LENGTH, default=head_dim)
-    if mla_k:  # new MLA files store the absorbed (MQA) key length; the KV cache keeps latent + RoPE key
-        head_dim = mla_k
     n_experts = _key(metadata, arch, Keys.LLM.EXPERT_COUNT, default=0)
     by_name = {t.name: t for t in tensors}
     exps = next((t for t in tensors if t.name.endswith("ffn_up_exps.weight")), None)
@@ -399,8 +398,6 @@ def gguf_choices(repo: str, files: dict[str, int | None] | None = None) -> list[
             continue
         names = split_parts(name) or [name]
         seen.update(names)
-        if names[0] != name and names[0] in files:
-            continue  # a later part: its row is the first part's
         sizes = [files.get(n) for n in names]
         size = None if None in sizes else sum(sizes)
         kind = "mmproj" if "mmproj" in os.path.basename(name).lower() else "model"

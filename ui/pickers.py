@@ -2,7 +2,8 @@
 saying what to do), so a page reads a picker and calls the calculator with what it returns.
 
 Model sources: a searchable preset list, a Hugging Face Hub id (config.json and safetensors headers only),
-an uploaded config.json (carried in the link, see ``ui.url_state``) or a bare parameter count.
+an uploaded config.json (carried in the link, see ``ui.url_state``), a GGUF file read from its header
+(``ui.file_picker``) or a bare parameter count.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from calculator import units
 from calculator.hardware import GpuSpec, catalogue, get_gpu
 from calculator.hub import HubModel, load_hub
 from calculator.models import ModelSpec, list_presets, load_config_bytes, load_preset, preset_record
+from calculator.stored import StoredWeights
 from ui.url_state import (
     CFG_PARAM,
     MAX_CFG_CHARS,
@@ -26,11 +28,11 @@ from ui.url_state import (
     warn_unknown_url_values,
 )
 
-PRESET, HUB, CONFIG, PARAMS = "Preset", "Hub id", "config.json", "Parameters"
-SOURCES = (PRESET, HUB, CONFIG, PARAMS)
+PRESET, HUB, CONFIG, FILE, PARAMS = "Preset", "Hub id", "config.json", "From a file", "Parameters"
+SOURCES = (PRESET, HUB, CONFIG, FILE, PARAMS)
 """Model sources, as shown and as written in the URL (``src=Hub+id``): bound widgets put the option
 text in the link, so options are plain readable strings and no bound widget uses ``format_func``."""
-MODEL_KEYS = ("src", "model", "hub", "params")
+MODEL_KEYS = ("src", "model", "hub", "file", "ggfile", "params")
 """The model picker's URL keys (pass them, plus the page's own keys, to ``ui.share.page_title``)."""
 MAX_SANE_PARAMS = 10 * 10**12
 """Above this we warn: the largest published LLMs have ~2T parameters."""
@@ -56,6 +58,9 @@ class ModelChoice:
     """One line of it for the page (the full text goes in a tooltip)."""
     hub_checkpoint_params: int | None = None
     """Parameters counted from the Hub checkpoint's safetensors headers (Hub look-ups only)."""
+    stored: StoredWeights | None = None
+    """A GGUF file's own tensor types and bytes ("From a file"): pass it to ``fit``/``weight_memory`` where a
+    format goes to size the file as stored."""
 
     @property
     def spec(self) -> ModelSpec | None:
@@ -110,6 +115,13 @@ def resolve_subject(ref: tuple[str, str]) -> ModelSpec | int:
         if hub is None:
             raise ValueError(error)
         return hub.spec
+    if kind == FILE:
+        from ui.file_picker import gguf_lookup
+
+        model, error = gguf_lookup(value)
+        if model is None:
+            raise ValueError(error)
+        return model.spec
     raise ValueError(f"model source {kind!r} is not one of {', '.join(SOURCES)}")
 
 
@@ -133,8 +145,8 @@ def model_picker(
     source = left.segmented_control(
         "Model from", sources, default=default_source, key="src", bind="query-params",
         persist_state="session", required=True,
-        help="A preset (offline, with sources), a Hugging Face Hub id, your config.json, or just a "
-             "parameter count like 70B.",
+        help="A preset (offline, with sources), a Hugging Face Hub id, your config.json, a GGUF file (Hub "
+             "or server, header only), or just a parameter count like 70B.",
     )
     if source != CONFIG and CFG_PARAM in st.query_params:
         del st.query_params[CFG_PARAM]
@@ -145,6 +157,8 @@ def model_picker(
             return _pick_hub()
         if source == CONFIG:
             return _pick_config()
+        if source == FILE:
+            return _pick_file()
         return _pick_params(default_params)
 
 
@@ -287,6 +301,19 @@ def _pick_config() -> ModelChoice | None:
     _say_assumed(spec)
     source = f"uploaded {name}"
     return ModelChoice((CONFIG, cfg), spec, f"{spec.arch} from {name}", source, source)
+
+
+def _pick_file() -> ModelChoice | None:
+    from ui.file_picker import file_summary, pick_file
+
+    picked = pick_file()
+    if picked is None:
+        return None
+    ref, model = picked
+    st.caption(file_summary(model))
+    source = f"GGUF header of {ref}"
+    label = ref.rpartition(":")[2].rpartition("/")[2]  # the file name
+    return ModelChoice((FILE, ref), model.spec, label, source, source, stored=model.stored)
 
 
 def _pick_params(default: str) -> ModelChoice | None:
