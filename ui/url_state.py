@@ -89,6 +89,18 @@ def url_number(raw: str, low: float, high: float, *, whole: bool = True) -> tupl
     return value, None
 
 
+def forget_url_value(key: str) -> None:
+    """Take ``key`` out of the link, so no widget is seeded from it. Streamlit seeds a bound widget from the
+    query string the page was opened with (``QueryParams._initial_query_params``, Streamlit 1.67 as pinned in
+    requirements.txt), not from ``st.query_params``, and refuses to delete a key already bound to a widget."""
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    with get_session_state().query_params() as params:
+        params._initial_query_params.pop(key, None)
+        if key in params and not params.is_bound(key):
+            del params[key]
+
+
 def warn_bad_url_number(key: str, *, low: float, high: float, default: float, what: str, whole: bool = True
                         ) -> None:
     """Call before creating the bound ``number_input`` ``key`` (range ``[low, high]``, default ``default``):
@@ -101,7 +113,7 @@ def warn_bad_url_number(key: str, *, low: float, high: float, default: float, wh
     if problem is None:
         return
     if value is None:
-        del st.query_params[key]
+        forget_url_value(key)
         value = default
     st.warning(f"The link asks for {what} {shown(raw)}, which {problem}; showing {value:,} instead.",
                icon=_LINK_ICON)
@@ -134,7 +146,7 @@ def drop_unusable_url_values() -> None:
         reasons = [why for v in values if (why := _unusable(key, v))]
         if reasons:
             dropped.append((key, values[0], reasons[0]))
-            del st.query_params[key]
+            forget_url_value(key)
     for key, value, why in dropped[:MAX_URL_WARNINGS]:
         st.warning(f"The link's {key} value {shown(value)} is unusable ({why}); the default is shown instead.",
                    icon=_LINK_ICON)
