@@ -8,6 +8,9 @@ never on the CPU (gpt-fast synchronises unconditionally, which breaks CPU runs).
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import inspect
 import platform
 import re
@@ -50,6 +53,25 @@ def peak_rss_bytes() -> int | None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
     except (ImportError, OSError):
         return None
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; freed small
+    blocks otherwise stay in the process's arenas and in its RSS), and CUDA's cached blocks to the driver."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sync(device: torch.device) -> None:

@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,14 +348,30 @@ def resolve_model_source(
 
 
 def load_model(
-    source: ModelSource, *, dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu"
+    source: ModelSource,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    options=None,
 ):
-    """(model, tokenizer) for ``source``: eval mode, no grad, on ``device`` in ``dtype``."""
+    """(model, tokenizer) for ``source``: eval mode, no grad, on ``device`` in ``dtype``.
+
+    ``options`` (an ``EvaluateOptions``) overrides dtype and device and may spread the model with
+    accelerate's ``device_map`` within ``max_memory``; layers placed on "disk" are offloaded to a folder
+    under the system's temporary directory.
+    """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    kwargs: dict = {"dtype": dtype, "trust_remote_code": False}
+    placement: dict = {}
+    if options is not None:
+        dtype, device = options.dtype, options.device
+        placement = options.transformers_placement()
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": False, **placement}
+    if placement:
+        name = source.sha256 or source.model_id.replace("/", "--")
+        kwargs["offload_folder"] = str(Path(tempfile.gettempdir()) / "quantfit-offload" / name)
     if source.gguf_file is not None:
         from transformers import GgufConfig
 
@@ -375,4 +392,6 @@ def load_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     model.eval().requires_grad_(False)
+    if placement:
+        return model, tokenizer  # accelerate placed every layer
     return model.to(parse_device(device)), tokenizer

@@ -3,12 +3,14 @@
 ``evaluate(model_ref, corpus_ref, methods, options)`` is the API the CLI and the app call;
 ``cached_result`` answers from the result cache alone, without loading anything. Each method:
 
-1. deep-copies the baseline model (``scoring.Baseline``, computed once) and calls ``quantize_`` on the
-   copy (calibration sequences from the corpus's calibration text when the method needs them);
+1. deep-copies the baseline model (``scoring.Baseline``, computed once; a model spread by ``device_map``
+   is loaded afresh instead) and calls ``quantize_`` on the copy (calibration sequences from the corpus's
+   calibration text when the method needs them);
 2. measures the copy's stored bytes (``storage.measure_storage``) beside the calculator's prediction
    for the same model and format (``calculator.memory.weight_memory``);
 3. runs the windows, comparing each window's logits with the baseline's (``metrics``);
-4. times batch-1 greedy decoding with a KV cache, and reads the process's peak RSS (``measure``).
+4. times batch-1 greedy decoding with a KV cache, and reads the process's peak RSS (``measure``);
+5. releases the copy (``measure.release_memory``) before the next method starts.
 
 Results are cached by a key over everything they depend on (model bytes, corpus text, windows, method
 config, dtype, device, torch/transformers versions), so a re-run is instant and an interrupted sweep
@@ -17,8 +19,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import copy
-import gc
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +26,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from calculator.formats import get_format
 from calculator.memory import weight_memory
 from evaluation.corpus import Corpus
-from evaluation.measure import DECODE_PROMPT_TOKENS, decode_ms_per_token, environment, peak_rss_bytes, reset_peak_rss
+from evaluation.measure import (
+    DECODE_PROMPT_TOKENS,
+    decode_ms_per_token,
+    environment,
+    peak_rss_bytes,
+    release_memory,
+    reset_peak_rss,
+)
 from evaluation.methods import (
     BaselineConfig,
     MethodConfig,
@@ -44,21 +52,33 @@ from evaluation.metrics import summarize
 from evaluation.models import ModelSource, dtype_name
 from evaluation.options import EvaluateOptions
 from evaluation.results import ModelInfo, Result, ResultCache, result_key
-from evaluation.scoring import Baseline, EvaluationStopped, Progress, prepare_baseline, resolve, score_model
+from evaluation.scoring import (
+    Baseline,
+    EvaluationStopped,
+    Progress,
+    input_device,
+    prepare_baseline,
+    resolve,
+    score_model,
+)
 from evaluation.storage import collect_fallbacks, measure_storage
 
 # ----------------------------------------------------------------------------------------------- keys
 
 
 def run_settings(source: ModelSource, corpus: Corpus, options: EvaluateOptions) -> dict:
-    """What, besides the method, a result depends on: the start of every cache key."""
-    return {
+    """What, besides the method, a result depends on: the start of every cache key. A device map adds its
+    placement; runs without one keep the keys they always had."""
+    settings = {
         "model": {k: v for k, v in source.describe().items() if k != "ref"},
         "corpus": {"name": corpus.name, "sha256": corpus.sha256},
         "windows": {"n_ctx": options.n_ctx, "max_tokens": options.max_tokens, "scoring": options.scoring.value},
         "dtype": dtype_name(options.dtype),
         "device": options.device.type,
     }
+    if options.placement is not None:
+        settings["placement"] = options.placement
+    return settings
 
 
 def calibration_spec(config: MethodConfig, corpus: Corpus, options: EvaluateOptions) -> dict | None:
@@ -140,39 +160,44 @@ def evaluate_method(
     key: str = "",
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    model: nn.Module | None = None,
 ) -> Result:
     """Quantize a copy of the baseline model with ``config`` and measure it (see the module docstring).
 
-    ``options`` supplies the decode steps and calibration (default: the baseline's own options).
+    ``options`` supplies the decode steps and calibration (default: the baseline's own options). ``model``:
+    a copy of the baseline model to quantize in place (a Ray task's own load); default
+    ``baseline.method_model()``, or the baseline model itself for ``BaselineConfig``.
     """
     options = options or baseline.options
+    is_baseline = isinstance(config, BaselineConfig)
+    release_memory()
     rss_scope = reset_peak_rss()
     calibration = calibration_spec(config, baseline.corpus, options)
     start = time.perf_counter()
-    if isinstance(config, BaselineConfig):
-        model = baseline.model
+    if model is None:
+        model = baseline.model if is_baseline and baseline.model is not None else baseline.method_model()
+    if is_baseline:
         stats, eval_seconds = baseline.stats, baseline.eval_seconds  # the baseline pass is this method's pass
         if progress:
             progress(config.method_id, baseline.windows.n_windows, baseline.windows.n_windows)
     else:
-        model = copy.deepcopy(baseline.model)
         sequences = baseline.calibration(options.calibration_samples, options.calibration_len) if calibration else None
         quantize_(model, config, sequences)
     quantize_seconds = time.perf_counter() - start
     try:
-        storage = measure_storage(baseline.model, model)
+        storage = measure_storage(baseline.signature, model)
         fallbacks = collect_fallbacks(model)
-        if not isinstance(config, BaselineConfig):
+        if not is_baseline:
             stats, eval_seconds = score_model(
                 baseline, model, method_id=config.method_id, progress=progress, should_stop=should_stop
             )
-        prompt = baseline.windows.tokens[:1, :DECODE_PROMPT_TOKENS].to(baseline.device)
+        prompt = baseline.windows.tokens[:1, :DECODE_PROMPT_TOKENS].to(input_device(model, baseline.device))
         decode_ms = decode_ms_per_token(model, prompt, options.decode_tokens) if options.decode_tokens else None
         peak_rss = peak_rss_bytes()
     finally:
         if model is not baseline.model:
             del model
-            gc.collect()
+            release_memory()
     predicted, predict_note = predicted_bytes(baseline, config)
     summary = method_summary(config)
     windows = baseline.windows

@@ -4,11 +4,14 @@ As gpt-fast measures model size (``sum(numel * itemsize)`` over parameters and b
 additions: tensors that share storage (tied embeddings) count once, and a method that keeps float weights
 while simulating a checkpoint (GPTQ, AWQ, GGUF here) declares the checkpoint's exact bytes per tensor on
 the model (``declare_checkpoint_bytes``), which then *is* the stored size. Fallbacks a method took per
-layer are read back from ``module.fallback`` (``collect_fallbacks``).
+layer are read back from ``module.fallback`` (``collect_fallbacks``). Which matrices a method re-stored is
+read against the baseline's ``module_signature`` (each module's type and weight layout), so the baseline
+model itself need not be kept.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +37,35 @@ class Storage:
     @property
     def bits_per_weight(self) -> float | None:
         return self.quantized_bytes * 8 / self.quantized_params if self.quantized_params else None
+
+
+@dataclass(frozen=True)
+class ModuleSignature:
+    """What ``measure_storage`` compares of a baseline module: its type and its 2-D weight's layout."""
+
+    type: type
+    weight_dtype: torch.dtype | None
+    weight_shape: tuple[int, ...] | None
+
+    @property
+    def weight_numel(self) -> int:
+        return math.prod(self.weight_shape) if self.weight_shape is not None else 0
+
+
+def module_signature(model: nn.Module) -> dict[str, ModuleSignature]:
+    """``ModuleSignature`` of every module, by name."""
+    out = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        matrix = isinstance(weight, torch.Tensor) and weight.dim() == 2
+        out[name] = ModuleSignature(
+            type(module), weight.dtype if matrix else None, tuple(weight.shape) if matrix else None
+        )
+    return out
+
+
+def _signature(base: nn.Module | dict[str, ModuleSignature]) -> dict[str, ModuleSignature]:
+    return base if isinstance(base, dict) else module_signature(base)
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
@@ -74,7 +106,9 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _declared_storage(base_modules: dict[str, nn.Module], quantized: nn.Module, declared: dict[str, int]) -> Storage:
+def _declared_storage(
+    base_modules: dict[str, ModuleSignature], quantized: nn.Module, declared: dict[str, int]
+) -> Storage:
     """Storage from a declared checkpoint: a module is re-stored when it declares parts that are not
     float tensors of the model (``q_proj.qweight`` instead of ``q_proj.weight``)."""
     float_names = set(dict(quantized.named_parameters())) | set(dict(quantized.named_buffers()))
@@ -82,18 +116,19 @@ def _declared_storage(base_modules: dict[str, nn.Module], quantized: nn.Module, 
     q_bytes = sum(
         n for name, n in declared.items() if name.rsplit(".", 1)[0] in q_modules and name not in float_names
     )
-    q_params = sum(base_modules[m].weight.numel() for m in q_modules if m in base_modules)
+    q_params = sum(base_modules[m].weight_numel for m in q_modules if m in base_modules)
     return Storage(sum(declared.values()), q_bytes, q_params, dict(declared))
 
 
-def measure_storage(base: nn.Module, quantized: nn.Module) -> Storage:
-    """Bytes ``quantized`` stores; which weight matrices changed is read by comparing with ``base``.
+def measure_storage(base: nn.Module | dict[str, ModuleSignature], quantized: nn.Module) -> Storage:
+    """Bytes ``quantized`` stores; which weight matrices changed is read by comparing with ``base`` (the
+    baseline model, or its ``module_signature``).
 
     A module counts as re-stored when its type changed or its weight's dtype or shape did (a packed
     ``Int4WeightOnlyLinear`` for an ``nn.Linear``); its buffers and parameters, biases excepted, are the
     quantized bytes. A declared checkpoint (``CHECKPOINT_BYTES_ATTR``) is the stored size instead.
     """
-    base_modules = dict(base.named_modules())
+    base_modules = _signature(base)
     declared = getattr(quantized, CHECKPOINT_BYTES_ATTR, None)
     if declared is not None:
         return _declared_storage(base_modules, quantized, declared)
@@ -102,15 +137,14 @@ def measure_storage(base: nn.Module, quantized: nn.Module) -> Storage:
     q_bytes = q_params = 0
     for name, module in quantized.named_modules():
         old = base_modules.get(name)
-        old_weight = getattr(old, "weight", None)
-        if not isinstance(old_weight, torch.Tensor) or old_weight.dim() != 2:
+        if old is None or old.weight_shape is None:
             continue
         new_weight = getattr(module, "weight", None)
         unchanged = (
-            type(module) is type(old)
+            type(module) is old.type
             and isinstance(new_weight, torch.Tensor)
-            and new_weight.dtype == old_weight.dtype
-            and new_weight.shape == old_weight.shape
+            and new_weight.dtype == old.weight_dtype
+            and tuple(new_weight.shape) == old.weight_shape
         )
         if unchanged:
             continue
@@ -118,7 +152,7 @@ def measure_storage(base: nn.Module, quantized: nn.Module) -> Storage:
         q_bytes += sum(
             n for t_name, n in by_tensor.items() if t_name.startswith(prefix) and not t_name.endswith(".bias")
         )
-        q_params += old_weight.numel()
+        q_params += old.weight_numel
     return Storage(sum(by_tensor.values()), q_bytes, q_params, by_tensor)
 
 
