@@ -7,6 +7,7 @@ Figures carry an explicit ``plotly_white`` template: Streamlit's default one has
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -178,7 +179,7 @@ def size_quality_figure(
         joined = lines == "all" and len(part) >= 2 or lines is True and _is_sweep(part)
         fig.add_scatter(
             x=[_clip(r[x.column], floor_x) for r in part], y=[shown_y(r[y.column]) for r in part],
-            name=str(series), text=hover, customdata=[r["id"] for r in part],
+            name=html.escape(str(series)), text=hover, customdata=[r["id"] for r in part],
             mode="lines+markers" if joined else "markers",
             marker={"size": 10, "symbol": symbols, "line": {"width": 1.5},
                     "color": colors[part[0][color_key or series_key]]},

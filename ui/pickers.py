@@ -23,8 +23,8 @@ from ui.url_state import (
     MAX_CFG_CHARS,
     decode_config,
     encode_config,
-    warn_unknown_url_value,
     warn_bad_url_number,
+    warn_unknown_url_value,
     warn_unknown_url_values,
 )
 

@@ -5,6 +5,7 @@ dict of raw values (sizes int bytes, percentages in percent) plus its hover text
 
 from __future__ import annotations
 
+import html
 import math
 import textwrap
 
@@ -23,6 +24,13 @@ def _pct(value: float | None) -> float | None:
 
 def _num(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def plain(text: object) -> str:
+    """Text from a results file (method ids, notes, file names) for Plotly's hover and legend labels, which
+    render HTML tags: ``<img src=x onerror=...>`` must arrive as text, so ``<``, ``>``, ``&`` and quotes are
+    escaped."""
+    return html.escape(str(text))
 
 
 def _short(text: str, n: int) -> str:
@@ -85,11 +93,11 @@ def _result_hover(r: dict) -> str:
     bpw = "–" if r["bits_per_weight"] is None else f"{r['bits_per_weight']:.3f}"
     whole = "" if r["bits_all"] is None else f" ({r['bits_all']:.2f} over the whole model)"
     return hover_text([
-        f"<b>{r['method']}</b> · {r['family']}", f"{bits}, {group}, {bpw} bits/weight{whole}",
+        f"<b>{plain(r['method'])}</b> · {plain(r['family'])}", f"{bits}, {group}, {bpw} bits/weight{whole}",
         f"PPL {r['ppl']:.3f} ± {r['ppl_err']:.3f} (ΔPPL {r['delta_ppl_pct']:+.2f}%)",
         f"KLD {r['kld_mean']:.5f} ± {r['kld_err']:.5f} · top-1 {r['top1_pct']:.2f}%",
         f"measured {r['measured_bytes']:,} B ({units.fmt_gb(r['measured_bytes'], 3)}), {predicted}",
-        f"eval {r['eval_s']:.1f} s, quantize {r['quantize_s']:.1f} s · {r['origin']}",
+        f"eval {r['eval_s']:.1f} s, quantize {r['quantize_s']:.1f} s · {plain(r['origin'])}",
     ])
 
 
@@ -132,19 +140,19 @@ def reference_rows(frame) -> list[dict]:
 
 
 def _reference_hover(r: dict) -> str:
-    parts = [f"<b>{r['model']} {r['method']}</b>"]
+    parts = [f"<b>{plain(r['model'])} {plain(r['method'])}</b>"]
     if r["bits_per_weight"] is not None:
         parts.append(f"{r['bits_per_weight']:.3f} bits/weight")
     if r["ppl"] is not None:
         err = f" ± {r['ppl_err']:.4f}" if r["ppl_err"] is not None else ""
-        parts.append(f"PPL {r['ppl']:.4f}{err} ({r['corpus']}, {r['tokens']})")
+        parts.append(f"PPL {r['ppl']:.4f}{err} ({plain(r['corpus'])}, {plain(r['tokens'])})")
     if r["delta_ppl_pct"] is not None:
         parts.append(f"ΔPPL {r['delta_ppl_pct']:+.2f}%")
     if r["kld_mean"] is not None:
         parts.append(f"KLD {r['kld_mean']:.6f}")
-    parts.append(f"source: {_short(r['source'], 90)}")
+    parts.append(f"source: {plain(_short(r['source'], 90))}")
     if r["flag"]:
-        parts.append(f"⚠ FLAGGED: {_short(r['flag'], 120)}")
+        parts.append(f"⚠ FLAGGED: {plain(_short(r['flag'], 120))}")
     return hover_text(parts)
 
 

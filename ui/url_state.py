@@ -14,8 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import zlib
 import math
+import zlib
 from collections.abc import Iterable
 
 import streamlit as st
