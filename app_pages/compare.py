@@ -32,11 +32,26 @@ SESSION = "this session"
 MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
 
 
+MAX_UPLOADS = 20
+"""Files read from one upload (a comparison of more is unreadable anyway)."""
+MAX_UPLOAD_TOTAL_BYTES = 2 * MAX_RESULTS_FILE_BYTES
+"""Bytes read from all uploads together: validation costs CPU per byte, so the rest is refused unread."""
+
+
 def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
-    """[(file name, results)] for the files that validate, and one message per file that does not."""
-    good, errors = [], []
-    for f in files or []:
+    """[(file name, results)] for the files that validate, and one message per file that does not. At most
+    ``MAX_UPLOADS`` files and ``MAX_UPLOAD_TOTAL_BYTES`` in all are read; each is validated (schema, types,
+    ranges, nesting: ``evaluation.results.loads_results``) before any frame is built."""
+    good, errors, total = [], [], 0
+    files = list(files or [])
+    if len(files) > MAX_UPLOADS:
+        errors.append(f"{len(files)} files uploaded; only the first {MAX_UPLOADS} are read")
+    for f in files[:MAX_UPLOADS]:
         raw = f.getvalue()
+        total += len(raw)
+        if total > MAX_UPLOAD_TOTAL_BYTES:
+            errors.append(f"{f.name[:80]}: left out, the uploads together pass {MAX_UPLOAD_TOTAL_BYTES:,} bytes")
+            continue
         try:
             results = loads_results(raw, where=f.name)
         except ValueError as err:
