@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calculator.units import ceil_div
+
 _PACK_CHUNK_CODES = 1 << 22  # codes per chunk while packing: bounds the int64 temporaries to 32 MiB
 
 
@@ -145,7 +147,7 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
         words = (chunk << shifts).sum(-1, keepdim=True)  # [words, 1], at most 64 bits
         out.append(((words >> byte_shifts) & 0xFF).to(torch.uint8).reshape(-1))  # [words * b]
     packed = torch.cat(out) if out else torch.zeros(0, dtype=torch.uint8, device=flat.device)
-    return packed[: -(-n * bits // 8)]
+    return packed[: ceil_div(n * bits, 8)]
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
