@@ -111,9 +111,9 @@ class FakeHub:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(chunk)
+                if self.command != "HEAD":  # counted before sending: the client may finish before we return
                     hub.bytes_served[f"{repo}/{filename}"] = hub.bytes_served.get(f"{repo}/{filename}", 0) + len(chunk)
+                    self.wfile.write(chunk)
                 return None
 
             do_GET = _serve

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -18,7 +19,9 @@ from calculator.hub import load_hub
 from calculator.models import load_preset, resolve_model
 from tests.calculator.gguf_fixtures import (
     SMOLLM2_GGUF,
+    gguf_string,
     hung_endpoint,
+    raw_header,
     tiny_spec,
     write_mmproj,
     write_model_gguf,
@@ -199,3 +202,19 @@ def test_a_hub_that_never_answers_times_out(monkeypatch):
             ValueError, match=r"the Hub timed out after 1 s reading the file list of acme/x .*QUANTFIT_HUB_TIMEOUT"):
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         load_gguf("acme/x:y.gguf")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (raw_header(n_tensors=10**12) + bytes(4 * 2**20), "claims 1,000,000,000,000 tensors"),
+        (raw_header(n_kv=1, kv=struct.pack("<Q", 10**9)) + bytes(4 * 2**20), "claims 1,000,000,000 bytes"),
+        (raw_header(version=9) + bytes(4 * 2**20), "is GGUF version 9"),
+        (raw_header(n_kv=1, kv=gguf_string(b"general.architecture")), "ends after 52 bytes, inside its GGUF header"),
+    ],
+)
+def test_hostile_headers_on_the_hub_cost_one_first_chunk(gguf_hub, data, message):
+    gguf_hub.repos["acme/hostile-GGUF"] = {"bad.gguf": data}
+    with pytest.raises(ValueError, match=message):
+        load_gguf("acme/hostile-GGUF:bad.gguf")
+    assert gguf_hub.bytes_served["acme/hostile-GGUF/bad.gguf"] <= 256 * 1024
