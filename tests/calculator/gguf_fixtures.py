@@ -41,9 +41,10 @@ def tiny_spec() -> ModelSpec:
 
 def write_model_gguf(path: Path, spec: ModelSpec | None = None, *, split_max_tensors: int = 0,
                      endianess: GGUFEndian = GGUFEndian.LITTLE, quantized: bool = False,
-                     extra: dict | None = None) -> list[Path]:
+                     extra: dict | None = None, keep_f16: frozenset[str] = frozenset()) -> list[Path]:
     """A llama GGUF of ``spec`` (default: the tiny model) as ``convert_hf_to_gguf.py`` lays it out: 1-D
-    tensors F32, matrices F16 (or, ``quantized``, Q8_0 raw blocks). Returns the files written."""
+    tensors F32, matrices F16 (or, ``quantized``, Q8_0 raw blocks, except the ``keep_f16`` tensors: a
+    ``--tensor-type`` override). Returns the files written."""
     spec = spec or tiny_spec()
     w = GGUFWriter(path, "llama", split_max_tensors=split_max_tensors, endianess=endianess)
     w.add_block_count(spec.n_layers)
@@ -60,7 +61,7 @@ def write_model_gguf(path: Path, spec: ModelSpec | None = None, *, split_max_ten
     for t in spec.tensors:
         if len(t.shape) == 1:
             w.add_tensor(t.name, np.zeros(t.shape, np.float32))
-        elif quantized:  # 34 bytes per block of 32 (GGML_QUANT_SIZES[Q8_0])
+        elif quantized and t.name not in keep_f16:  # 34 bytes per block of 32 (GGML_QUANT_SIZES[Q8_0])
             rows = int(np.prod(t.shape[:-1]))
             w.add_tensor(t.name, np.zeros((rows, t.shape[-1] // 32 * 34), np.uint8),
                          raw_dtype=GGMLQuantizationType.Q8_0)

@@ -4,6 +4,7 @@ header-derived spec against the smollm2-135m preset (same tensors, same fit), fi
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import subprocess
@@ -219,3 +220,28 @@ def test_cli_bad_local_files_are_one_line(tmp_path, data, message, command):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
     assert re.fullmatch(rf"error: .*{message}.*\n", out.stderr)
+
+
+def test_recipe_replay_names_the_tensors_a_file_overrides(tmp_path):
+    # llama-quantize --tensor-type attn_v=f16: the file differs from the Q8_0 recipe in exactly those tensors
+    keep = frozenset(f"blk.{i}.attn_v.weight" for i in range(4))
+    (path,) = write_model_gguf(tmp_path / "m.gguf", quantized=True, keep_f16=keep)
+    comparison = load_gguf(str(path)).comparison()
+    assert {d.name for d in comparison.differences} == keep
+    d = comparison.differences[0]
+    assert (d.predicted_type, d.stored_type) == ("Q8_0", "F16")
+    assert d.delta_bytes == 128 * 256 * 2 - 128 * 256 // 32 * 34  # [128 x 256] at F16 minus at Q8_0
+    assert comparison.delta_bytes == 4 * d.delta_bytes
+
+
+@needs_smollm2
+def test_cli_compare_with_a_base_model():
+    out = subprocess.run([sys.executable, "-m", "calculator", "gguf", "--gguf", str(SMOLLM2_GGUF), "--compare-with",
+                          "smollm2-135m", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    predicted = json.loads(out.stdout)["predicted"]
+    assert (predicted["predicted_bytes"], predicted["tensors_differing"]) == (96_576_768, 0)
+    out = subprocess.run([sys.executable, "-m", "calculator", "gguf", "--gguf", str(SMOLLM2_GGUF), "--compare-with",
+                          "llama-3.1-8b"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: llama-3.1-8b does not have the tensors of SmolLM2-135M-Instruct.Q4_1.gguf")
