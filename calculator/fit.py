@@ -2,12 +2,18 @@
 every byte accounted for.
 
 ``fit(spec, fmt, gpu_setup, context=4096, batch=1, options=FitOptions(...))`` sizes the weights
-(``calculator.memory``), places the run on the devices (``calculator.placement``: tensor-parallel split,
-llama.cpp-style CPU offload, training states), estimates decode and prefill speed (``calculator.speed``)
-and bisects the longest context that fits. It returns a ``FitResult`` whose ``to_dict()`` is the CLI's
-``--json``. Every setting besides model, format, devices, context and batch travels in one frozen,
-validated ``FitOptions``; its runtime fields (KV cache type, micro-batch, flash attention, CUDA context)
-carry llama.cpp's defaults.
+(``calculator.memory``), lets the serving engine place the run (``FitOptions.engine``: llama.cpp by default,
+Ollama, MLX; ``calculator.engines``: each engine's KV cache, buffers and layer placement, per device and on
+the host), estimates decode and prefill speed the way that engine executes (``calculator.speed``) and
+bisects the longest context that fits. Training modes use ``calculator.placement`` (states sharded
+over the devices). It returns a ``FitResult`` whose ``to_dict()`` is the CLI's ``--json``. Every setting
+besides model, format, devices, context and batch travels in one frozen, validated ``FitOptions``; the
+engine's own settings in ``FitOptions.engine_options`` (``LlamaCppOptions``, ``OllamaOptions``,
+``MlxOptions``), so adding an engine never adds fields here.
+
+What ``context`` and ``batch`` mean is the engine's to say: llama.cpp reads them as ``-c`` (the total all
+slots share) and ``-np``; Ollama as ``num_ctx`` (per request) and ``OLLAMA_NUM_PARALLEL``; MLX as tokens per
+sequence and sequences.
 
 Searches over ``fit`` (max context, best format, GPU sets, largest model): ``calculator.search``; the format
 quality ranking they use: ``calculator.quality``.
@@ -18,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from calculator import placement, speed
+from calculator.engines.base import DeviceMemory, Layout
+from calculator.engines.registry import EngineName, get_engine, parse_engine
 from calculator.hardware import GpuSetup, GpuSpec, get_gpu
 from calculator.memory import weight_facts
 from calculator.models import ModelSpec
@@ -55,6 +63,10 @@ class FitOptions:
 
     mode: TrainingMode = TrainingMode.INFERENCE
     """``inference``, or a training mode (``full``, ``lora``, ``qlora``; see calculator.training)."""
+    engine: EngineName = EngineName.LLAMA_CPP
+    """The serving program whose allocation rules place an inference run (``--engine``)."""
+    engine_options: object | None = None
+    """That engine's own settings (``LlamaCppOptions(...)`` for llama.cpp...); None: its defaults."""
     kv_type: CacheType = CacheType.FP16
     """KV cache element type (llama.cpp ``--cache-type-k/-v``)."""
     ubatch: int | None = DEFAULT_UBATCH
@@ -65,10 +77,10 @@ class FitOptions:
     """CUDA context + library workspaces, per device."""
     extra_overhead_bytes: int = 0
     """Anything else to reserve, per device (``--overhead-gib``)."""
-    decode_efficiency: float = speed.DECODE_BANDWIDTH_EFFICIENCY
-    """Share of peak bandwidth a decode step reaches, in (0, 1]."""
-    prefill_efficiency: float = speed.PREFILL_COMPUTE_EFFICIENCY
-    """Share of peak FP16 TFLOPS prompt processing reaches, in (0, 1]."""
+    decode_efficiency: float | None = None
+    """Share of peak bandwidth a decode step reaches, in (0, 1]; None: the engine's calibrated value."""
+    prefill_efficiency: float | None = None
+    """Share of peak FP16 TFLOPS prompt processing reaches, in (0, 1]; None: the engine's calibrated value."""
     optimizer: Optimizer = Optimizer.ADAMW
     """Training: the optimizer whose states are kept per trainable parameter."""
     precision: Precision = Precision.MIXED
@@ -83,6 +95,8 @@ class FitOptions:
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: normalise once, here
         set_field(self, "mode", parse_mode(self.mode))
+        set_field(self, "engine", parse_engine(self.engine))
+        get_engine(self.engine).options(self.engine_options)  # another engine's settings: ValueError
         set_field(self, "kv_type", parse_cache_type(self.kv_type))
         set_field(self, "optimizer", parse_optimizer(self.optimizer))
         set_field(self, "precision", parse_precision(self.precision))
@@ -98,6 +112,8 @@ class FitOptions:
             ("decode efficiency", self.decode_efficiency, speed.DECODE_BANDWIDTH_EFFICIENCY),
             ("prefill efficiency", self.prefill_efficiency, speed.PREFILL_COMPUTE_EFFICIENCY),
         ):
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
                 raise ValueError(f"{label} {value!r} must be in (0, 1], e.g. {default}")
         for label, value in (
@@ -145,6 +161,17 @@ class FitResult:
     kv: KVCache | None = field(default=None, repr=False)
     overhead: Overhead | None = field(default=None, repr=False)
     training: TrainingMemory | None = field(default=None, repr=False)
+    engine: str = EngineName.LLAMA_CPP.value
+    devices: tuple[DeviceMemory, ...] = ()
+    """Per GPU, as the engine logs it (weights, KV cache, compute, output, context)."""
+    host: DeviceMemory | None = None
+    """What stays in system RAM (llama.cpp: token_embd, output buffer, host compute buffer, CPU layers)."""
+    engine_settings: tuple[tuple[str, object], ...] = ()
+    """What the engine resolved (n_ctx after padding, slots, cells, flash attention...)."""
+    engine_notes: tuple[str, ...] = ()
+    """What the engine did that the user may not expect, one line each."""
+    engine_report: tuple[tuple[str, object], ...] = ()
+    """Engine-specific extras (Ollama: its own estimate and why it differs)."""
 
     @property
     def fits(self) -> bool:
@@ -198,6 +225,13 @@ class FitResult:
             data["overhead"] = self.overhead.to_dict()
         if self.training is not None:
             data["training"] = self.training.to_dict()
+        data["engine"] = self.engine
+        data["engine_settings"] = dict(self.engine_settings)
+        data["engine_notes"] = list(self.engine_notes)
+        data["devices"] = [d.to_dict() for d in self.devices]
+        data["host"] = self.host.to_dict() if self.host is not None else None
+        if self.engine_report:
+            data["engine_report"] = dict(self.engine_report)
         return data
 
 
@@ -216,36 +250,90 @@ def as_setup(gpu: GpuSetup | GpuSpec | str, count: int = 1, cpu_ram_bytes: int |
 
 
 def _warnings(
-    spec: ModelSpec, setup: GpuSetup, context: int, p: placement.Placement, o: FitOptions
+    spec: ModelSpec, setup: GpuSetup, context: int, verdict: Verdict, cpu_bytes: int, why: str,
+    per_seq_context: int, o: FitOptions,
 ) -> list[str]:
     out = [f"config.json: {note}" for note in spec.assumed]
-    if spec.max_context and context > spec.max_context:
+    if spec.max_context and per_seq_context > spec.max_context:
         out.append(
-            f"context {context:,} is above {spec.name}'s maximum of {spec.max_context:,} tokens; "
+            f"context {per_seq_context:,} is above {spec.name}'s maximum of {spec.max_context:,} tokens; "
             "the model was not trained for it (the estimate extrapolates)"
         )
-    if p.why_no_offload:
-        out.append(f"no CPU offload: {p.why_no_offload}")
-    if p.verdict is Verdict.OFFLOAD and setup.cpu_ram_bytes is None:
-        out.append(f"CPU RAM not given (--cpu-ram): assumed enough for the {p.cpu_bytes / 1e9:,.2f} GB offloaded")
-    if setup.count > 1 and spec.n_heads % setup.count:
+    if why:
+        out.append(f"{'no CPU offload' if verdict is Verdict.DOES_NOT_FIT and not o.inference else 'does not fit'}"
+                   f": {why}")
+    if verdict is Verdict.OFFLOAD and setup.cpu_ram_bytes is None and not setup.unified_memory:
+        out.append(f"CPU RAM not given (--cpu-ram): assumed enough for the {cpu_bytes / 1e9:,.2f} GB offloaded")
+    if setup.count > 1 and spec.n_heads % setup.count and not o.inference:
         out.append(
             f"{spec.n_heads} attention heads do not split evenly over {setup.count} GPUs: "
-            "tensor parallelism (vLLM) refuses this; llama.cpp's layer split still works"
+            "tensor parallelism refuses this"
         )
-    if setup.gpu.unified_memory:
-        out.append(
-            f"unified memory: {setup.gpu.usable_fraction:.0%} of RAM counted as usable by the GPU "
-            "(Metal's recommended working set; raise it with sysctl iogpu.wired_limit_mb)"
-        )
+    for gpu in dict.fromkeys(setup.gpus):
+        if gpu.unified_memory:
+            limit = ("the iogpu.wired_limit_mb set" if gpu.wired_limit_bytes is not None else
+                     f"{gpu.usable_fraction:.0%} of RAM, Metal's recommended working set; raise it with "
+                     "sudo sysctl iogpu.wired_limit_mb")
+            out.append(f"unified memory: the GPU may use {limit}")
     if o.inference:
-        if setup.gpu.bandwidth_gb_per_s is None:
+        if any(g.bandwidth_gb_per_s is None for g in setup.gpus):
             out.append("no memory bandwidth for this GPU (custom:MEM:BANDWIDTH): decode speed not estimated")
-        if setup.gpu.fp16_tflops is None:
+        if any(g.fp16_tflops is None for g in setup.gpus):
             out.append("no FP16 TFLOPS for this GPU (custom:MEM:BW:TFLOPS): prefill time not estimated")
-        elif p.verdict is Verdict.OFFLOAD:
+        elif verdict is Verdict.OFFLOAD:
             out.append("prefill time not estimated with CPU offload (it depends on the CPU)")
     return out
+
+
+def _largest_context(spec: ModelSpec, fmt, wf, setup: GpuSetup, batch: int, o: FitOptions) -> int | None:
+    """Largest ``context`` (up to the engine's limit) that fits entirely on the GPU(s); 0 if none.
+
+    Everything on the devices only grows with the context (KV cells, compute buffer), so "fits" is monotone
+    and bisection is exact: about 17 placements for a 131,072-token model.
+    """
+    engine = get_engine(o.engine)
+    hi = engine.context_limit(spec, batch, o)
+    if not hi:
+        return None
+
+    def fits(ctx: int) -> bool:
+        return engine.fits(spec, fmt, wf, setup, ctx, batch, o)
+
+    if fits(hi):
+        return hi
+    if not fits(1):
+        return 0
+    lo = 1  # invariant: fits(lo), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _training_result(spec, fmt, setup, context, batch, o, with_max_context) -> FitResult:
+    p = placement.place_training(spec, setup, context, batch, o)
+    tm = p.training
+    share = p.per_device - tm.activation_bytes - tm.logits_bytes - o.cuda_context_bytes - o.extra_overhead_bytes
+    devices = tuple(
+        DeviceMemory(f"GPU{i}", g.name, share, 0, tm.activation_bytes + tm.logits_bytes, 0, o.cuda_context_bytes,
+                     g.usable_bytes, spec.n_layers, extra_bytes=o.extra_overhead_bytes)
+        for i, g in enumerate(setup.gpus)
+    )
+    return FitResult(
+        model=spec.name, format=str(fmt), gpu=setup.label if not setup.homogeneous else setup.gpu.name,
+        gpu_count=setup.count, mode=o.mode, context=context, batch=batch, verdict=p.verdict,
+        weight_bytes=p.weight_bytes, kv_cache_bytes=0, overhead_bytes=p.overhead_total,
+        training_bytes=tm.total_bytes - tm.weight_bytes, per_device_bytes=p.per_device,
+        usable_bytes=setup.gpu.usable_bytes, gpu_layers=p.gpu_layers, n_layers=spec.n_layers, cpu_offload_bytes=0,
+        max_context=placement.largest_context(spec, None, setup, batch, o) if with_max_context else None,
+        decode_tokens_per_s=None, prefill_seconds=None,
+        warnings=tuple(_warnings(spec, setup, context, p.verdict, 0, p.why_no_offload, context, o)),
+        training=tm, engine="training (ZeRO-3 / FSDP)", devices=devices,
+        host=DeviceMemory("host", "CPU RAM", 0, 0, 0, 0, 0, setup.cpu_ram_bytes, 0),
+    )
 
 
 def fit(
@@ -276,40 +364,47 @@ def fit(
             f"{spec.name!r} has no architecture facts (a bare parameter count?); a fit needs a "
             "model config: a preset, a config.json or a Hub id"
         )
-    wf = weight_facts(spec, fmt) if o.inference else None
-    if wf is None:
-        p = placement.place_training(spec, setup, context, batch, o)
-    else:
-        p = placement.place_inference(spec, wf, setup, context, batch, o)
+    if not o.inference:
+        return _training_result(spec, fmt, setup, context, batch, o, with_max_context)
+    engine = get_engine(o.engine)
+    wf = weight_facts(spec, fmt)
+    lay: Layout = engine.layout(spec, fmt, wf, setup, context, batch, o)
     decode = prefill = None
-    if wf is not None and p.verdict is not Verdict.DOES_NOT_FIT:
-        gpu_layers = None if p.verdict is Verdict.FITS else p.gpu_layers
-        decode = speed.decode_tokens_per_s(wf, p.kv, setup, batch, o.decode_efficiency, gpu_layers=gpu_layers)
-    if wf is not None and p.verdict is Verdict.FITS:
-        prefill = speed.prefill_seconds(spec, setup, context, batch, o.prefill_efficiency)
+    if lay.verdict is not Verdict.DOES_NOT_FIT:
+        decode, prefill = engine.speed(spec, wf, setup, lay, context, batch, o)
+        if lay.verdict is not Verdict.FITS:
+            prefill = None
+    fullest = lay.fullest
+    settings = dict(lay.settings)
+    per_seq = settings.get("n_ctx_seq", context)
     return FitResult(
         model=spec.name,
-        format=wf.format if wf else str(fmt),
-        gpu=setup.gpu.name,
+        format=wf.format,
+        gpu=setup.gpu.name if setup.homogeneous else setup.label,
         gpu_count=setup.count,
         mode=o.mode,
         context=context,
         batch=batch,
-        verdict=p.verdict,
-        weight_bytes=p.weight_bytes,
-        kv_cache_bytes=p.kv.total_bytes if p.kv else 0,
-        overhead_bytes=p.overhead_total,
-        training_bytes=(p.training.total_bytes - p.training.weight_bytes) if p.training else 0,
-        per_device_bytes=p.per_device,
-        usable_bytes=setup.gpu.usable_bytes,
-        gpu_layers=p.gpu_layers,
+        verdict=lay.verdict,
+        weight_bytes=lay.weight_bytes,
+        kv_cache_bytes=lay.kv.total_bytes,
+        overhead_bytes=lay.overhead_bytes,
+        training_bytes=0,
+        per_device_bytes=fullest.total_bytes,
+        usable_bytes=fullest.usable_bytes,
+        gpu_layers=lay.gpu_layers,
         n_layers=spec.n_layers,
-        cpu_offload_bytes=p.cpu_bytes,
-        max_context=placement.largest_context(spec, wf, setup, batch, o) if with_max_context else None,
+        cpu_offload_bytes=lay.offloaded_bytes,
+        max_context=_largest_context(spec, fmt, wf, setup, batch, o) if with_max_context else None,
         decode_tokens_per_s=decode,
         prefill_seconds=prefill,
-        warnings=tuple(_warnings(spec, setup, context, p, o)),
-        kv=p.kv,
-        overhead=p.overhead,
-        training=p.training,
+        warnings=tuple(_warnings(spec, setup, context, lay.verdict, lay.offloaded_bytes, lay.why, per_seq, o)),
+        kv=lay.kv,
+        overhead=lay.overhead,
+        engine=lay.engine,
+        devices=lay.devices,
+        host=lay.host,
+        engine_settings=lay.settings,
+        engine_notes=lay.notes,
+        engine_report=lay.extras,
     )

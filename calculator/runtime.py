@@ -94,6 +94,10 @@ class CacheType(StrEnum):
     """llama.cpp Q4_0 blocks: 16 nibbles + one fp16 scale = 18 bytes per 32 values."""
     IQ4_NL = "iq4_nl"
     """llama.cpp IQ4_NL blocks: 18 bytes per 32 values (non-linear 4-bit grid)."""
+    MLX_Q8 = "mlx_q8"
+    """MLX-LM ``--kv-bits 8`` (``QuantizedKVCache``, group 64): 64 codes + a 16-bit scale and bias = 68 bytes."""
+    MLX_Q4 = "mlx_q4"
+    """MLX-LM ``--kv-bits 4``: 32 bytes of codes + a 16-bit scale and bias per 64 values = 36 bytes."""
 
     @property
     def format_name(self) -> str:
@@ -104,7 +108,8 @@ class CacheType(StrEnum):
 _CACHE_FORMATS = {
     CacheType.FP32: "fp32", CacheType.FP16: "fp16", CacheType.BF16: "bf16", CacheType.FP8: "fp8_e4m3",
     CacheType.Q8_0: "Q8_0", CacheType.Q5_1: "Q5_1", CacheType.Q5_0: "Q5_0", CacheType.Q4_1: "Q4_1",
-    CacheType.Q4_0: "Q4_0", CacheType.IQ4_NL: "IQ4_NL",
+    CacheType.Q4_0: "Q4_0", CacheType.IQ4_NL: "IQ4_NL", CacheType.MLX_Q8: "int8-g64-asym",
+    CacheType.MLX_Q4: "int4-g64-asym",
 }  # fmt: skip
 assert set(_CACHE_FORMATS) == set(CacheType) and all(get_format(f) for f in _CACHE_FORMATS.values())
 

@@ -1,5 +1,6 @@
 """Searches over ``calculator.fit``: the longest context, the best format, the GPUs and GPU sets that fit,
-the largest model of a family.
+the largest model of a family, and ``advise`` (the cheapest changes that make a run fit, or how far a fitting
+run stretches), each as typed rows the CLI prints and the app renders as buttons.
 
 Each search calls ``fit`` with the same ``FitOptions`` for every candidate and skips the max-context
 bisection it does not need, so a search costs one placement per candidate. "Best" format means highest
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from calculator.fit import FitOptions, FitResult, as_setup, fit
+from calculator.engines.registry import get_engine
+from calculator.fit import FitOptions, FitResult, Verdict, as_setup, fit
 from calculator.hardware import GpuSetup, GpuSpec, catalogue
 from calculator.models import ModelSpec, list_presets, load_preset
 from calculator.quality import QUALITY_KLD, QUALITY_ORDER
@@ -146,3 +149,168 @@ def largest_model_that_fits(
         if result.fits:
             return result
     return None
+
+
+# Advice: what to change when it does not fit, how far it stretches when it does
+
+
+class AdviceKind(StrEnum):
+    """One kind of change ``advise`` proposes."""
+
+    KV_CACHE_TYPE = "kv_cache_type"
+    """A quantized KV cache (q8_0 / q4_0; MLX --kv-bits)."""
+    FEWER_SLOTS = "fewer_slots"
+    """Fewer sequences decoded together (each keeps its context)."""
+    SHORTER_CONTEXT = "shorter_context"
+    """The longest context that fits."""
+    FEWER_GPU_LAYERS = "fewer_gpu_layers"
+    """Leave blocks in CPU RAM (llama.cpp -ngl): fits, slower."""
+    SMALLER_FORMAT = "smaller_format"
+    """The highest-quality smaller file type that fits."""
+    LONGEST_CONTEXT = "longest_context"
+    """It fits: the longest context that still does."""
+    MOST_SLOTS = "most_slots"
+    """It fits: the most sequences of this context that still do."""
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One change and what it gives: the verdict, the fullest device, the speed (and its cost)."""
+
+    kind: AdviceKind
+    change: str
+    """What to type: ``--kv-type q8_0 --flash-attention on``, ``--context 6144``, ``--n-gpu-layers 40``."""
+    setting: str
+    """The input it changes: ``kv_type``, ``batch``, ``context``, ``n_gpu_layers``, ``format``."""
+    value: object
+    result: FitResult
+    speed_change_pct: float | None = None
+    """Decode speed against the run as asked (or, for offload, against all on the GPU), in percent."""
+
+    def to_dict(self) -> dict:
+        r = self.result
+        return {
+            "kind": self.kind.value,
+            "change": self.change,
+            "setting": self.setting,
+            "value": self.value,
+            "verdict": r.verdict.value,
+            "per_device_bytes": r.per_device_bytes,
+            "headroom_bytes": r.headroom_bytes,
+            "kv_cache_bytes": r.kv_cache_bytes,
+            "decode_tokens_per_s": r.decode_tokens_per_s,
+            "speed_change_pct": self.speed_change_pct,
+        }
+
+
+MAX_ADVISED_SLOTS = 256
+"""``advise`` looks for the most slots up to this many."""
+
+
+def _largest(ok, lo: int, hi: int) -> int:
+    """Largest n in [lo, hi] with ok(n), given ok(lo) and ok monotone decreasing."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def _pct(new: float | None, old: float | None) -> float | None:
+    return None if not new or not old else round(100.0 * (new / old - 1.0), 1)
+
+
+def advise(
+    spec: ModelSpec,
+    fmt: str,
+    gpu_setup: GpuSetup | GpuSpec | str,
+    context: int = 4096,
+    batch: int = 1,
+    *,
+    options: FitOptions | None = None,
+    result: FitResult | None = None,
+) -> tuple[Advice, ...]:
+    """What to change. Does not fit entirely on the GPU(s): the cheapest single changes that make it fit, in
+    order (a quantized KV cache, fewer slots, a shorter context, fewer GPU layers with the speed they cost, a
+    smaller file type), each with its resulting numbers. Fits: the longest context and the most slots that
+    still fit. ``result``: the fit of these inputs, if already computed. Inference only (training: ``()``)."""
+    o = FitOptions() if options is None else options
+    if not o.inference:
+        return ()
+    setup = as_setup(gpu_setup)
+    engine = get_engine(o.engine)
+    here = result or fit(spec, fmt, setup, context, batch, options=o, with_max_context=False)
+    o, batch = engine.slots_as_batch(o, batch)
+
+    def run(ctx: int = context, n: int = batch, opts: FitOptions = o, f: str = fmt) -> FitResult:
+        return fit(spec, f, setup, ctx, n, options=opts, with_max_context=False)
+
+    def fits(ctx: int, n: int) -> bool:
+        return run(ctx, n).fits
+
+    out: list[Advice] = []
+    if here.fits:
+        longest = fit(spec, fmt, setup, 1, batch, options=o).max_context
+        if longest and longest > context:
+            r = run(longest)
+            out.append(Advice(AdviceKind.LONGEST_CONTEXT, f"--context {longest}", "context", longest, r,
+                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+        if fits(engine.slot_context(context, batch, batch + 1, o), batch + 1):
+            hi = batch + 1
+            while hi < MAX_ADVISED_SLOTS and fits(engine.slot_context(context, batch, min(2 * hi, MAX_ADVISED_SLOTS), o),
+                                                 min(2 * hi, MAX_ADVISED_SLOTS)):
+                hi = min(2 * hi, MAX_ADVISED_SLOTS)
+            top = hi if hi == MAX_ADVISED_SLOTS else _largest(
+                lambda n: fits(engine.slot_context(context, batch, n, o), n), hi, min(2 * hi, MAX_ADVISED_SLOTS) - 1)
+            ctx = engine.slot_context(context, batch, top, o)
+            r = run(ctx, top)
+            out.append(Advice(AdviceKind.MOST_SLOTS, f"--batch {top} --context {ctx}", "batch", top, r,
+                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+        return tuple(out)
+    for flag, opts in engine.quantized_kv(o):
+        r = run(opts=opts)
+        if r.fits:
+            out.append(Advice(AdviceKind.KV_CACHE_TYPE, flag, "kv_type", opts.kv_type.value, r,
+                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+            break
+    if batch > 1 and fits(engine.slot_context(context, batch, 1, o), 1):
+        n = _largest(lambda k: fits(engine.slot_context(context, batch, k, o), k), 1, batch - 1)
+        ctx = engine.slot_context(context, batch, n, o)
+        r = run(ctx, n)
+        out.append(Advice(AdviceKind.FEWER_SLOTS, f"--batch {n} --context {ctx}", "batch", n, r,
+                          _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+    longest = fit(spec, fmt, setup, 1, batch, options=o).max_context
+    if longest:
+        r = run(longest)
+        out.append(Advice(AdviceKind.SHORTER_CONTEXT, f"--context {longest}", "context", longest, r,
+                          _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+    if engine.offloads and here.verdict is Verdict.OFFLOAD:
+        full = here.decode_tokens_per_s and _all_on_gpu_speed(spec, fmt, setup, context, batch, o)
+        out.append(Advice(AdviceKind.FEWER_GPU_LAYERS, f"--n-gpu-layers {here.gpu_layers}", "n_gpu_layers",
+                          here.gpu_layers, here, _pct(here.decode_tokens_per_s, full)))
+    rank = QUALITY_ORDER.index(here.format) if here.format in QUALITY_ORDER else -1
+    for name in QUALITY_ORDER[rank + 1:] if rank >= 0 else ():
+        r = run(f=name)
+        if r.fits:
+            out.append(Advice(AdviceKind.SMALLER_FORMAT, f"--format {name}", "format", name, r,
+                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+            break
+    return tuple(out)
+
+
+def _all_on_gpu_speed(spec, fmt, setup, context, batch, o) -> float | None:
+    """Decode speed as if every block were on the GPU(s) (what offloading gives up)."""
+    from calculator.engines.llama_cpp import LlamaCppOptions
+    from calculator.memory import weight_facts
+
+    engine = get_engine(o.engine)
+    eo = engine.options(o.engine_options)
+    if hasattr(eo, "n_gpu_layers"):
+        eo = replace(eo, n_gpu_layers=spec.n_layers + 1)
+    elif hasattr(eo, "num_gpu"):
+        eo = replace(eo, num_gpu=spec.n_layers + 1)
+    else:
+        return None
+    forced = replace(o, engine_options=eo if not isinstance(eo, type(None)) else LlamaCppOptions())
+    wf = weight_facts(spec, fmt)
+    lay = engine.layout(spec, fmt, wf, setup, context, batch, forced)
+    return engine.speed(spec, wf, setup, lay, context, batch, forced)[0]

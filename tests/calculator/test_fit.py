@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calculator import units
+from calculator import placement, units
 from calculator.fit import FitOptions, Verdict, as_setup, fit
 from calculator.hardware import GpuSetup, GpuSpec, get_gpu
-from calculator.memory import weight_memory
+from calculator.memory import weight_facts, weight_memory
 from calculator.models import load_preset, spec_from_params
 from calculator.runtime import CacheType, kv_cache
 from calculator.training import Optimizer, TrainingMode
@@ -33,14 +33,22 @@ def llama70b():
 
 def test_llama_3_1_8b_q4_k_m_8k_fits_rtx_4090(llama8b):
     r = fit(llama8b, "Q4_K_M", "RTX 4090", context=8192, batch=1)
-    assert r.fits and r.verdict is Verdict.FITS
+    assert r.fits and r.verdict is Verdict.FITS and r.engine == "llama.cpp"
     # llama.cpp's quantize README: 4,912,898,304 bytes, which includes rope_freqs.weight (64 F32 = 256 bytes)
     assert r.weight_bytes == 4_912_898_304 - 256
     assert r.kv_cache_bytes == 2 * 32 * 8 * 128 * 8192 * 2 == 1_073_741_824
-    # 512 MiB CUDA context + the logits of one 512-token micro-batch: 512 x (128,256 vocab + 4,096) x 4 bytes
-    assert r.overhead_bytes == 512 * 2**20 + 512 * (128_256 + 4_096) * 4
-    assert r.total_bytes == r.per_device_bytes == r.weight_bytes + r.kv_cache_bytes + r.overhead_bytes
-    assert r.headroom_bytes == 24 * units.GB - r.total_bytes > 0
+    # llama.cpp keeps token_embd (Q4_K: 128,256 x 4,096 x 144 / 256 bytes) in host memory; the GPU holds the rest
+    gpu, host = r.devices[0], r.host
+    token_embd = 128_256 * 4_096 * 144 // 256
+    assert host.weights_bytes == token_embd and gpu.weights_bytes == r.weight_bytes - token_embd
+    assert gpu.kv_cache_bytes == r.kv_cache_bytes and gpu.context_bytes == 512 * 2**20
+    # current llama-server, flash attention on: the FFN stage (512 x (2 x 14,336 + 4,096) x 4) beats the one-row
+    # logits; + the positions and output ids it is given (2 x 512 x 4 bytes)
+    assert gpu.compute_bytes == 512 * (2 * 14_336 + 4_096) * 4 + 2 * 512 * 4
+    assert host.output_bytes == 128_256 * 4  # "CUDA_Host output buffer size = 0.49 MiB"
+    assert r.per_device_bytes == gpu.total_bytes and r.total_bytes == gpu.total_bytes + host.total_bytes
+    assert r.total_bytes == r.weight_bytes + r.kv_cache_bytes + r.overhead_bytes
+    assert r.headroom_bytes == 24 * units.GB - r.per_device_bytes > 0
     assert r.headroom_pct == pytest.approx(100 * r.headroom_bytes / 24e9)
     assert r.gpu_layers == r.n_layers == 32 and r.cpu_offload_bytes == 0
     assert r.warnings == ()
@@ -50,17 +58,16 @@ def test_llama_2_70b_fp16_needs_two_h100(llama70b):
     one = fit(llama70b, "fp16", "H100 SXM", context=4096)
     assert not one.fits and one.verdict is Verdict.OFFLOAD  # only with ~60 GB in CPU RAM
     no_ram = fit(llama70b, "fp16", GpuSetup(get_gpu("H100 SXM"), 1, cpu_ram_bytes=0), context=4096)
-    assert no_ram.verdict is Verdict.DOES_NOT_FIT and no_ram.headroom_bytes < 0
+    assert no_ram.verdict is Verdict.DOES_NOT_FIT and any("exceeds the CPU RAM" in w for w in no_ram.warnings)
     two = fit(llama70b, "fp16", GpuSetup(get_gpu("H100 SXM"), 2), context=4096)
     assert two.fits and two.gpu_count == 2
-    # Tensor parallel, from the official count (68,976,648,192 params): half the fp16 weights, 4 of the 8 KV
-    # heads (80 layers x 128 x 4096 tokens x 2 bytes x K,V), and on each device 512 MiB + the FFN stage of
-    # the compute buffer, 512 tokens x (2 x 28,672 + 8,192) x 4 bytes.
-    weights = 68_976_648_192 * 2 // 2
-    kv = 2 * 80 * 4 * 128 * 4096 * 2
-    overhead = 512 * 2**20 + 512 * (2 * 28_672 + 8_192) * 4
-    assert two.per_device_bytes == weights + kv + overhead == 70_318_825_472
-    assert two.overhead_bytes == 2 * overhead
+    # llama.cpp's layer split by free memory, equal cards: block il goes to CUDA0 while il / 81 < 1/2, so
+    # 41 blocks there and 39 + the output layer on CUDA1; each card its own CUDA context and compute buffer
+    a, b = two.devices
+    assert (a.layers, b.layers, a.holds_output, b.holds_output) == (41, 39, False, True)
+    assert a.kv_cache_bytes == 41 * 2 * 8 * 128 * 4096 * 2 and b.kv_cache_bytes == 39 * 2 * 8 * 128 * 4096 * 2
+    assert a.context_bytes == b.context_bytes == 512 * 2**20 and a.compute_bytes > 0 and b.compute_bytes > 0
+    assert two.per_device_bytes == max(a.total_bytes, b.total_bytes)
 
 
 def test_70b_q4_k_m_on_24gb_needs_offload():
@@ -69,8 +76,10 @@ def test_70b_q4_k_m_on_24gb_needs_offload():
     assert r.verdict is Verdict.OFFLOAD and not r.fits
     assert 0 < r.gpu_layers < r.n_layers
     assert r.per_device_bytes <= 24 * units.GB
-    assert r.cpu_offload_bytes > 0
-    assert r.cpu_offload_bytes + (r.per_device_bytes - r.overhead_bytes) == r.weight_bytes + r.kv_cache_bytes
+    gpu, host = r.devices[0], r.host
+    token_embd = next(t.bytes for t in weight_memory(spec, "Q4_K_M").tensors if t.name == "token_embd.weight")
+    assert r.cpu_offload_bytes == host.weights_bytes + host.kv_cache_bytes - token_embd > 0
+    assert gpu.weights_bytes + host.weights_bytes == r.weight_bytes
     assert any("CPU RAM not given" in w for w in r.warnings)
     assert r.decode_tokens_per_s is not None and r.prefill_seconds is None
 
@@ -79,14 +88,14 @@ def test_offload_places_whole_blocks_like_llama_cpp():
     spec = load_preset("llama-3.1-70b")
     r = fit(spec, "Q4_K_M", "RTX 4090", context=4096)
     wm = weight_memory(spec, "Q4_K_M")
-    kv = kv_cache(spec, 4096)
     layer = {t.name: t.layer for t in spec.tensors}
-    first = spec.n_layers - r.gpu_layers
+    first = spec.n_layers - r.gpu_layers  # llama.cpp offloads the LAST -ngl blocks; the output stays on the CPU
     on_gpu = sum(t.bytes for t in wm.tensors if layer[t.name] is not None and layer[t.name] >= first)
-    on_gpu += sum(kv.layer_bytes[first:])
-    assert r.per_device_bytes == r.overhead_bytes + on_gpu
+    gpu = r.devices[0]
+    assert gpu.weights_bytes == on_gpu and gpu.layers == r.gpu_layers and not gpu.holds_output
+    assert gpu.kv_cache_bytes == sum(r.kv.layer_bytes[first:]) and r.host.kv_cache_bytes == sum(r.kv.layer_bytes[:first])
     # one more block would not fit
-    extra = sum(t.bytes for t in wm.tensors if layer[t.name] == first - 1) + kv.layer_bytes[first - 1]
+    extra = sum(t.bytes for t in wm.tensors if layer[t.name] == first - 1) + r.kv.layer_bytes[first - 1]
     assert r.per_device_bytes + extra > 24 * units.GB
 
 
@@ -115,14 +124,14 @@ def test_gpu_too_small_for_a_single_block():
 
 def test_context_above_model_maximum_warns_but_answers(llama8b):
     r = fit(llama8b, "Q4_K_M", "H200", context=200_000)
-    # 200,000 tokens x 128 KiB per token (2 x 32 layers x 8 KV heads x 128 x 2 bytes) = 26.2 GB: fits 141 GB
-    assert r.fits and r.kv_cache_bytes == 200_000 * 131_072
+    # llama.cpp pads n_ctx to 256 cells: 200,192 x 128 KiB per token (2 x 32 layers x 8 KV heads x 128 x 2 bytes)
+    assert r.fits and r.kv_cache_bytes == 200_192 * 131_072
     assert any("above llama-3.1-8b's maximum of 131,072" in w for w in r.warnings)
 
 
 @pytest.mark.parametrize("context, batch", [(0, 1), (-1, 1), (1024, 0)])
 def test_zero_or_negative_context(llama8b, context, batch):
-    with pytest.raises(ValueError, match="must be a whole number >= 1"):
+    with pytest.raises(ValueError, match="must be a whole number (>= 1|from 1 to)"):
         fit(llama8b, "Q4_K_M", "RTX 4090", context=context, batch=batch)
 
 
@@ -142,14 +151,15 @@ def test_bare_parameter_count_is_refused():
     ("options", "match"),
     [
         (dict(decode_efficiency=1.5), r"decode efficiency 1\.5 must be in \(0, 1\], e\.g\. 0\.6"),
+        (dict(engine="vllm-ish"), "engine 'vllm-ish' is not known; choose one of llama.cpp, ollama, mlx"),
         (dict(prefill_efficiency=0), r"prefill efficiency 0 must be in \(0, 1\]"),
         (dict(kv_type="q9"), "KV cache type 'q9' is not known; choose one of fp32, fp16"),
         (dict(mode="pretrain"), "mode 'pretrain' is not known; choose one of inference, full"),
         (dict(optimizer="lion"), "optimizer 'lion' is not known"),
-        (dict(ubatch=0), r"ubatch \(prompt tokens per step\) 0 must be a whole number >= 1"),
+        (dict(ubatch=0), r"ubatch \(prompt tokens per step\) 0 must be a whole number (>= 1|from 1 to)"),
         (dict(cuda_context_bytes=-1), "CUDA context bytes -1 must be a whole number >= 0"),
         (dict(extra_overhead_bytes=1.5), "extra overhead bytes 1.5 must be a whole number >= 0"),
-        (dict(lora_rank=0), "LoRA rank 0 must be a whole number >= 1"),
+        (dict(lora_rank=0), "LoRA rank 0 must be a whole number (>= 1|from 1 to)"),
         (dict(flash_attention="yes"), "flash_attention 'yes' must be True or False"),
     ],
 )
@@ -178,7 +188,8 @@ def test_a_quantized_kv_cache_and_no_flash_attention_change_the_bytes(llama8b):
     assert q8.kv_cache_bytes == 544 * 2**20 and base.kv_cache_bytes == 1024 * 2**20
     no_fa = fit(llama8b, "Q4_K_M", "RTX 4090", 8192, options=FitOptions(flash_attention=False))
     # llama.cpp logs a 560.00 MiB compute buffer for Llama-3-8B at n_ctx 8192 without flash attention
-    assert no_fa.overhead_bytes == 512 * 2**20 + 560 * 2**20
+    assert f"{no_fa.devices[0].compute_bytes / 2**20:.2f}" == "560.00"
+    assert no_fa.overhead.compute_buffer_bytes == no_fa.devices[0].compute_bytes
 
 
 # Training through fit
@@ -216,16 +227,19 @@ def test_training_ignores_the_download_format(llama8b):
     assert a.total_bytes == b.total_bytes
 
 
-def test_mqa_cache_is_replicated_under_tensor_parallelism():
+def test_tensor_parallel_rule_replicates_mqa_caches():
+    # The tensor-parallel placement (training, and the serving engines that shard by heads) stays in
+    # calculator.placement: weights 1/n each, the KV cache by whole KV heads, so a single-head MQA cache is
+    # replicated on every device.
     spec = load_preset("falcon-7b")  # one KV head
-    one = fit(spec, "fp16", "RTX 4090", 2048)
-    two = fit(spec, "fp16", GpuSetup(get_gpu("RTX 4090"), 2), 2048)
-    assert (
-        two.per_device_bytes - math.ceil(two.weight_bytes / 2) - two.overhead_bytes // 2 == one.kv_cache_bytes
-    )
-    assert any(
-        "do not split evenly" in w for w in fit(spec, "fp16", GpuSetup(get_gpu("RTX 4090"), 3)).warnings
-    )
+    wf = weight_facts(spec, "fp16")
+    o = FitOptions()
+    one = placement.place_inference(spec, wf, GpuSetup(get_gpu("RTX 4090")), 2048, 1, o)
+    two = placement.place_inference(spec, wf, GpuSetup(get_gpu("RTX 4090"), 2), 2048, 1, o)
+    assert two.per_device - math.ceil(wf.total_bytes / 2) - two.overhead_total // 2 == one.kv.total_bytes
+    qlora = FitOptions(mode="qlora", lora_targets="all-linear")
+    assert any("do not split evenly" in w for w in fit(spec, "nf4", GpuSetup(get_gpu("RTX 4090"), 3),
+                                                       options=qlora).warnings)
 
 
 def test_as_setup_accepts_names_specs_and_setups():
