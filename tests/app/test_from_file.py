@@ -31,6 +31,11 @@ def _weights(at) -> dict[str, int]:
     return dict(zip(df["format"], df["weight_bytes"], strict=True))
 
 
+def _breakdown(at) -> dict[str, int]:
+    df = dataframe_with(at, "part")
+    return dict(zip(df["part"], df["bytes"], strict=True))
+
+
 def _pick(at, text: str):
     at.segmented_control(key="src").set_value("From a file").run()
     at.text_input(key="file").set_value(text).run()
@@ -56,10 +61,10 @@ def test_memory_page_reads_a_hub_gguf(run_app, file_hub):
 def test_fit_page_from_a_link(run_app, file_hub):
     at = run_app("fit", src="From a file", file="acme/smol-GGUF", ggfile=SMOL, fmt="Q4_1")
     no_exception(at)
-    parts = dict(zip(*(lambda df: (df["part"], df["bytes"]))(dataframe_with(at, "part")), strict=True))
-    assert parts["weights"] == 96_576_768
-    preset = run_app("fit", src="Preset", model="smollm2-135m", fmt="Q4_1")
-    assert parts == dict(zip(*(lambda df: (df["part"], df["bytes"]))(dataframe_with(preset, "part")), strict=True))
+    parts = _breakdown(at)
+    # the header-derived model fits exactly as the preset does, every row of the breakdown
+    assert parts == _breakdown(run_app("fit", src="Preset", model="smollm2-135m", fmt="Q4_1"))
+    assert parts["weights"] >= 96_576_768  # the file's tensor data (an engine may add, e.g. a tied output copy)
     assert load_preset("smollm2-135m").total_params == 134_515_008
 
 
