@@ -266,7 +266,7 @@ def _gpt2(r: ConfigReader, name: str, source: str) -> ModelSpec:
     hidden = r.count("n_embd", "hidden_size")
     n_layers = r.count("n_layer", "num_hidden_layers")
     n_heads = r.count("n_head", "num_attention_heads", high=MAX_HEADS)
-    head_dim = head_size(hidden, n_heads)
+    head_dim = head_size(hidden, n_heads, ("n_embd", "n_head"))
     vocab = r.count("vocab_size")
     n_pos = r.count("n_positions", "max_position_embeddings")
     inter = r.count("n_inner", derived=lambda: 4 * hidden)

@@ -31,9 +31,8 @@ _QWEN2 = {**_LLAMA, "vocab_size": 151936, "intermediate_size": 22016, "max_posit
 _GEMMA2 = {"hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
            "head_dim": 256, "vocab_size": 256000, "intermediate_size": 9216, "max_position_embeddings": 8192,
            "sliding_window": 4096}
-_DEEPSEEK_V2 = {**_LLAMA, "vocab_size": 102400, "n_routed_experts": 64, "num_experts_per_tok": None,
-                "moe_intermediate_size": 1407, "n_shared_experts": 2, "first_k_dense_replace": 0,
-                "moe_layer_freq": 1, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
+_DEEPSEEK_V2 = {**_LLAMA, "head_dim": 64, "vocab_size": 102400, "n_routed_experts": 64, "num_experts_per_tok": None,
+                "moe_intermediate_size": 1407, "n_shared_experts": 2, "first_k_dense_replace": 0, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
                 "qk_nope_head_dim": 128, "v_head_dim": 128}
 
 TRANSFORMERS_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -205,11 +204,12 @@ def check_heads(n_heads: int, n_kv: int, kv_field: str = "num_key_value_heads") 
         )
 
 
-def head_size(hidden: int, n_heads: int) -> int:
-    """``hidden_size / num_attention_heads`` where no ``head_dim`` is given; refused unless it divides."""
+def head_size(hidden: int, n_heads: int, fields: tuple[str, str] = ("hidden_size", "num_attention_heads")) -> int:
+    """``hidden_size / num_attention_heads`` where no ``head_dim`` is given; refused unless it divides
+    (``fields``: the two fields' names in this family's config, e.g. GPT-2's ``n_embd`` and ``n_head``)."""
     if hidden % n_heads:
         raise ValueError(
-            f"config.json field hidden_size {hidden} is not a multiple of num_attention_heads {n_heads}; give "
-            "head_dim, or fix one of them"
+            f"config.json field {fields[0]} {hidden} is not a multiple of {fields[1]} {n_heads}: the heads "
+            "must split it evenly"
         )
     return hidden // n_heads

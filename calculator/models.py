@@ -219,6 +219,8 @@ def load_config_file(path: str | os.PathLike) -> ModelSpec:
     if p.is_dir():
         p = p / "config.json"
     where = f"config file {str(path)!r}"
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{where} is not a regular file; give a config.json")
     if not p.is_file():
         raise ValueError(f"{where} does not exist")
     try:
