@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from calculator.units import check_int, parse_bytes
+from calculator.units import MAX_CONTEXT_TOKENS, check_int, parse_bytes
 from evaluation.logits_store import LogitsStorage
 from evaluation.models import parse_device, parse_dtype
 from evaluation.results import Scoring
@@ -104,8 +104,8 @@ class EvaluateOptions:
     logits_storage: LogitsStorage = LogitsStorage.AUTO
 
     def __post_init__(self) -> None:
-        check_int("n_ctx", self.n_ctx, low=MIN_N_CTX, example="512 tokens per window")
-        check_int("max_tokens", self.max_tokens, low=MIN_N_CTX, example="4096 tokens in all")
+        check_int("n_ctx", self.n_ctx, low=MIN_N_CTX, high=MAX_CONTEXT_TOKENS, example="512 tokens per window")
+        check_int("max_tokens", self.max_tokens, low=MIN_N_CTX, high=MAX_CONTEXT_TOKENS, example="4096 tokens in all")
         if self.max_tokens < self.n_ctx:
             raise ValueError(
                 f"max_tokens {self.max_tokens} is less than one window of n_ctx {self.n_ctx}: raise --tokens "
