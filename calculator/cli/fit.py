@@ -260,7 +260,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ll.add_argument("--parallel", "-np", type=int, default=None, help="slots -np (default: --batch)")
     ll.add_argument("--kv-unified", action="store_true", help="one KV stream shared by all slots")
     ll.add_argument("--cache-type-k", "-ctk", default=None, help="K cache type (default --kv-type)")
-    ll.add_argument("--cache-type-v", "-ctv", default=None, help="V cache type (default: as K)")
+    ll.add_argument("--cache-type-v", "-ctv", default=None, help="V cache type (default --kv-type)")
     ll.add_argument("--n-gpu-layers", "-ngl", type=int, default=None,
                     help="blocks on the GPUs, output layer counting as one more; 0 = CPU only (default: as many as fit)")
     ll.add_argument("--split-mode", "-sm", choices=[m.value for m in SplitMode], default="layer")

@@ -76,7 +76,7 @@ class LlamaCppOptions:
     cache_type_k: CacheType | None = None
     """``-ctk``; None: ``FitOptions.kv_type``."""
     cache_type_v: CacheType | None = None
-    """``-ctv``; None: the same as K."""
+    """``-ctv``; None: ``FitOptions.kv_type`` (llama.cpp's ``-ctv`` default is f16 whatever ``-ctk`` says)."""
     n_gpu_layers: int | None = None
     """``-ngl``: blocks on the GPUs, the output layer counting as one more (0 = CPU only); None: as many as fit."""
     split_mode: SplitMode = SplitMode.LAYER
@@ -183,7 +183,7 @@ class LlamaCpp(Engine):
             notes.append(f"flash attention auto -> {fa.value} (llama.cpp {lo.build.value} builds)")
         flash = fa is FlashAttention.ON
         type_k = lo.cache_type_k or o.kv_type
-        type_v = lo.cache_type_v or type_k
+        type_v = lo.cache_type_v or o.kv_type  # -ctv defaults to f16 whatever -ctk says
         for label, t in (("K", type_k), ("V", type_v)):
             if t in (CacheType.FP8, CacheType.MLX_Q8, CacheType.MLX_Q4):
                 raise ValueError(f"llama.cpp has no {t.value} {label} cache (--cache-type-{label.lower()}); "

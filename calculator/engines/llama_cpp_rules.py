@@ -196,8 +196,10 @@ def split_layers(
     ``(il - i_gpu_start) / act_gpu_layers`` (``std::upper_bound``; ec98e2002 src/llama-model.cpp:2367-2397),
     in float32 as llama.cpp computes it. ``fractions``: free memory per device by default, or ``--tensor-split``.
     """
-    scaled = np.asarray(fractions, dtype=np.float64) / max(fractions)  # equal cards: exactly 1.0 each
-    splits = np.cumsum(scaled.astype(np.float32), dtype=np.float32)
+    values = np.asarray(fractions, dtype=np.float64)
+    if np.all(values == values[0]):
+        values = np.ones_like(values)  # equal cards split exactly evenly, whatever their byte counts round to
+    splits = np.cumsum(values.astype(np.float32), dtype=np.float32)
     splits = splits / splits[-1]
     start = max(n_layer - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
@@ -223,7 +225,9 @@ class NonRepeating:
     other: int
     """Position embeddings and the like: host (input layer)."""
     order: tuple[tuple[str, int, int], ...]
-    """(tensor, layer (-1 outside blocks), bytes) in file order: for the mmap span."""
+    """(tensor, layer (-1 outside blocks), bytes) in the spec's order (token_embd, blocks, output_norm,
+    output): for the mmap span. A real file may order them otherwise; the span only needs the first and last
+    host tensors, which are token_embd and the output tensors either way."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -239,7 +243,8 @@ def nonrepeating(spec: ModelSpec, fmt: object) -> NonRepeating:
         parts[key] += t.bytes
     if spec.tie_word_embeddings:
         parts["output"] += parts["token_embd"]
-    order = tuple((t.name, -1 if layer_of[t.name] is None else layer_of[t.name], t.bytes) for t in wm.tensors)
+    stored = {t.name: t.bytes for t in wm.tensors}
+    order = tuple((t.name, -1 if t.layer is None else t.layer, stored[t.name]) for t in spec.tensors)
     return NonRepeating(parts["token_embd"], parts["output"], parts["other"], order)
 
 
