@@ -41,6 +41,18 @@ MAX_PARAMS = 10**15
 MAX_GPU_BYTES = 100 * 10**12
 """Above this a custom GPU is refused (100 TB; the largest accelerators have a few hundred GB)."""
 CUSTOM_GPU = "Custom…"
+MAX_LINK_TENSORS = 1300
+"""Most tensors a model from a link, an upload, the Hub or a GGUF header may have in the app (the largest preset,
+Llama 3.1 405B, has 1,137; Qwen3-235B-A22B ~1,130): sizing costs CPU per tensor and format, and a link is
+written by anyone. The command line has no such limit."""
+
+
+def link_sized(spec: ModelSpec, what: str) -> ModelSpec:
+    """``spec`` if the app may size it (``MAX_LINK_TENSORS``), else a ValueError saying to use the CLI."""
+    if len(spec.tensors) > MAX_LINK_TENSORS:
+        raise ValueError(f"{what} describes {len(spec.tensors):,} tensors, more than the {MAX_LINK_TENSORS:,} this app "
+                         "sizes (the largest presets have ~1,100); size it with the command line (python -m calculator)")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -109,19 +121,19 @@ def resolve_subject(ref: tuple[str, str]) -> ModelSpec | int:
     if kind == PARAMS:
         return units.parse_count(value)
     if kind == CONFIG:
-        return load_config_bytes(decode_config(value), name="uploaded config.json")
+        return link_sized(load_config_bytes(decode_config(value), name="uploaded config.json"), "this config.json")
     if kind == HUB:
         hub, error = hub_lookup(value)
         if hub is None:
             raise ValueError(error)
-        return hub.spec
+        return link_sized(hub.spec, f"Hub model {value}")
     if kind == FILE:
         from ui.file_picker import gguf_lookup
 
         model, error = gguf_lookup(value)
         if model is None:
             raise ValueError(error)
-        return model.spec
+        return link_sized(model.spec, f"GGUF file {value}")
     raise ValueError(f"model source {kind!r} is not one of {', '.join(SOURCES)}")
 
 
