@@ -50,8 +50,9 @@ written by anyone. The command line has no such limit."""
 def link_sized(spec: ModelSpec, what: str) -> ModelSpec:
     """``spec`` if the app may size it (``MAX_LINK_TENSORS``), else a ValueError saying to use the CLI."""
     if len(spec.tensors) > MAX_LINK_TENSORS:
-        raise ValueError(f"{what} describes {len(spec.tensors):,} tensors, more than the {MAX_LINK_TENSORS:,} this app "
-                         "sizes (the largest presets have ~1,100); size it with the command line (python -m calculator)")
+        raise ValueError(f"{what} describes {len(spec.tensors):,} tensors, more than the {MAX_LINK_TENSORS:,} this "
+                         "app sizes (the largest presets have ~1,100); size it with the command line "
+                         "(python -m calculator)")
     return spec
 
 
