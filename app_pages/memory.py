@@ -30,6 +30,8 @@ SPEC_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_
 PARAMS_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_XS")
 
 FILE_TYPE_LABEL = "GGUF file type"
+MAX_ADDED_FORMATS = 12
+"""Formats a link may add to the table (each GGUF file type replays its recipe over every tensor)."""
 
 
 def _row(mem: WeightMemory, is_file_type: bool) -> dict:
@@ -136,6 +138,7 @@ def main() -> None:
     base = SPEC_FORMATS if spec else PARAMS_FORMATS
     c1, c2 = st.columns(2)
     extra = c1.multiselect("Add formats", [o for o in options if o not in base], key="add",
+                           max_selections=MAX_ADDED_FORMATS,
                            bind="query-params",
                            placeholder="any format or GGUF file type, e.g. gptq-3b-g128, Q5_K_S")
     gpus = gpu_multiselect()
