@@ -1,7 +1,8 @@
 """Time a full sweep: every preset x a set of formats x every catalogue GPU through ``calculator.fit.fit``.
 
 Run: ``.venv/bin/python bench/bench_fit.py`` (``--formats`` to change the list, ``--no-max-context`` to
-skip the per-combination max-context search). Weight bytes per (model, format) are computed once
+skip the per-combination max-context search, ``--engine llama.cpp|ollama|mlx`` for the engine whose rules
+place each run; default llama.cpp). Weight bytes per (model, format) are computed once
 (``calculator.memory.weight_facts``: ``weight_memory`` with GGUF recipes replayed tensor by tensor, split
 per block) and timed separately, as the app caches them; the fit logic itself is then timed over the grid.
 """
@@ -12,7 +13,8 @@ import argparse
 import time
 from collections import Counter
 
-from calculator.fit import fit
+from calculator.engines import engine_names
+from calculator.fit import FitOptions, fit
 from calculator.hardware import catalogue
 from calculator.memory import weight_facts
 from calculator.models import list_presets, load_preset
@@ -46,7 +48,9 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS))
     parser.add_argument("--context", type=int, default=8192)
     parser.add_argument("--no-max-context", action="store_true")
+    parser.add_argument("--engine", default="llama.cpp", choices=engine_names())
     args = parser.parse_args()
+    options = FitOptions(engine=args.engine)
     formats = [f for f in args.formats.split(",") if f]
 
     t0 = time.perf_counter()
@@ -65,13 +69,13 @@ def main() -> None:
     verdicts: Counter[str] = Counter()
     for spec, fmt in pairs:
         for gpu in gpus:
-            result = fit(spec, fmt, gpu, args.context, with_max_context=not args.no_max_context)
+            result = fit(spec, fmt, gpu, args.context, options=options, with_max_context=not args.no_max_context)
             verdicts[result.verdict.value] += 1
     t3 = time.perf_counter()
     n = len(pairs) * len(gpus)
     print(
         f"presets: {len(specs)}  formats: {len(formats)}  (model, format) pairs: {len(pairs)}  "
-        f"GPUs: {len(gpus)}"
+        f"GPUs: {len(gpus)}  engine: {args.engine}"
     )
     print(f"load presets:                  {t1 - t0:8.3f} s")
     print(f"weight bytes (once per pair):  {t2 - t1:8.3f} s")

@@ -1,5 +1,6 @@
-"""``python -m calculator gpus``: the GPU catalogue (``assets/gpus.csv``) with memory as sold (decimal GB),
-usable memory, bandwidth, FP16 TFLOPS, launch price and the source of every row (``--json``)."""
+"""``python -m calculator gpus``: the GPU catalogue (``assets/gpus.csv``) with memory as sold (decimal GB; Apple's
+unified memory in GiB, as Apple sells it), usable memory (a Mac: Metal's recommended working set), bandwidth,
+FP16 TFLOPS, launch price and the source of every row (``--json``)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ def run(args: argparse.Namespace) -> None:
     for g in gpus:
         price = f"{g.price_usd:,.0f}" if g.price_usd else "-"
         tflops = f"{g.fp16_tflops:g}" if g.fp16_tflops else "-"
+        size = units.fmt_gib if g.unified_memory else units.fmt_gb
         lines.append(
-            f"{g.name:<24} {g.vendor:<7} {units.fmt_gb(g.memory_bytes, 0):>9} "
-            f"{units.fmt_gb(g.usable_bytes, 0):>9} {g.bandwidth_gb_per_s or 0:>7g} {tflops:>11} {price:>8}"
+            f"{g.name:<24} {g.vendor:<7} {size(g.memory_bytes, 0):>9} "
+            f"{size(g.usable_bytes, 0):>9} {g.bandwidth_gb_per_s or 0:>7g} {tflops:>11} {price:>8}"
         )
-    lines.append(f"{len(gpus)} devices; memory as sold (GB = 10^9 bytes); sources: assets/gpus.csv or --json")
+    lines.append(f"{len(gpus)} devices; memory as sold (GB = 10^9 bytes; Apple in GiB, usable = Metal's working set: "
+                 "2/3 of RAM up to 32 GB, 3/4 from 64 GB); sources: assets/gpus.csv or --json")
     emit(args, {"gpus": [g.to_dict() for g in gpus]}, "\n".join(lines))
 
 

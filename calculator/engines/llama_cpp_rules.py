@@ -185,6 +185,7 @@ def compute_buffers(
     return ComputeBuffers(tuple(out), host, step, logits, output_stage, attention, ffn)
 
 
+@functools.lru_cache(maxsize=8192)
 def split_layers(
     n_layer: int, n_gpu_layers: int, fractions: tuple[float, ...]
 ) -> tuple[tuple[int, ...], int]:
@@ -203,14 +204,13 @@ def split_layers(
     splits = splits / splits[-1]
     start = max(n_layer - n_gpu_layers, 0)
     act = min(n_gpu_layers, n_layer + 1)
-
-    def device(il: int) -> int:
-        if il < start or act <= 0:
-            return -1
-        x = np.float32(il - start) / np.float32(act)
-        return min(int(np.searchsorted(splits, x, side="right")), len(fractions) - 1)
-
-    return tuple(device(il) for il in range(n_layer)), (device(n_layer) if n_gpu_layers > n_layer else -1)
+    if act <= 0:
+        return (-1,) * n_layer, -1
+    il = np.arange(n_layer + 1)
+    x = (il - start).astype(np.float32) / np.float32(act)
+    dev = np.minimum(np.searchsorted(splits, x, side="right"), len(fractions) - 1)
+    dev = np.where(il < start, -1, dev).tolist()
+    return tuple(dev[:n_layer]), (dev[n_layer] if n_gpu_layers > n_layer else -1)
 
 
 @dataclass(frozen=True)
@@ -224,10 +224,13 @@ class NonRepeating:
     embeddings the output matrix is a copy of ``token_embd`` ("duplicated output tensor", :2426)."""
     other: int
     """Position embeddings and the like: host (input layer)."""
-    order: tuple[tuple[str, int, int], ...]
-    """(tensor, layer (-1 outside blocks), bytes) in the spec's order (token_embd, blocks, output_norm,
+    layer_end: tuple[int, ...]
+    """File offset where each block's last tensor ends, in the spec's order (token_embd, blocks, output_norm,
     output): for the mmap span. A real file may order them otherwise; the span only needs the first and last
     host tensors, which are token_embd and the output tensors either way."""
+    head_end: int
+    """Where the tensors before the first block (token_embd...) end."""
+    file_bytes: int
 
 
 @functools.lru_cache(maxsize=4096)
@@ -244,23 +247,22 @@ def nonrepeating(spec: ModelSpec, fmt: object) -> NonRepeating:
     if spec.tie_word_embeddings:
         parts["output"] += parts["token_embd"]
     stored = {t.name: t.bytes for t in wm.tensors}
-    order = tuple((t.name, -1 if t.layer is None else t.layer, stored[t.name]) for t in spec.tensors)
-    return NonRepeating(parts["token_embd"], parts["output"], parts["other"], order)
+    layer_end = [0] * spec.n_layers
+    head_end = pos = 0
+    for t in spec.tensors:
+        pos += stored[t.name]
+        if t.layer is not None:
+            layer_end[t.layer] = pos
+        elif not any(layer_end):
+            head_end = pos
+    return NonRepeating(parts["token_embd"], parts["output"], parts["other"], tuple(layer_end), head_end, pos)
 
 
 def mapped_span_bytes(nr: NonRepeating, layer_devices: tuple[int, ...], output_device: int) -> int:
     """The "CPU_Mapped model buffer" llama.cpp prints with mmap: one buffer over the file range from the
     first to the last tensor kept on the CPU, GPU tensors in between included (so a partial offload that
     leaves ``output`` on the CPU maps the whole file: ollama/ollama issue #8995's 8566.04 MiB)."""
-    def on_host(name: str, layer: int) -> bool:
-        if layer >= 0:
-            return layer_devices[layer] < 0
-        role = name.split(".")[0]
-        return role not in ("output", "output_norm") or output_device < 0
-
-    offsets, pos = [], 0
-    for name, layer, n in nr.order:
-        if on_host(name, layer):
-            offsets.append((pos, pos + n))
-        pos += n
-    return offsets[-1][1] - offsets[0][0] if offsets else 0
+    if output_device < 0:
+        return nr.file_bytes
+    host = [i for i, d in enumerate(layer_devices) if d < 0]
+    return max(nr.head_end, nr.layer_end[host[-1]] if host else 0)

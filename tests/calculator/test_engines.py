@@ -213,11 +213,11 @@ def test_mlx_refusals_are_verdicts_with_the_reason():
 
 
 def test_every_engine_is_registered_with_sources_and_defaults():
-    assert engine_names() == ["llama.cpp", "ollama", "mlx"]
-    for name in EngineName:
+    assert engine_names()[:3] == ["llama.cpp", "ollama", "mlx"]  # the serving engines follow (issue 11)
+    for name in (EngineName.LLAMA_CPP, EngineName.OLLAMA, EngineName.MLX):
         engine = get_engine(name)
         assert engine.name == name.value and engine.sources and engine.options(None) == engine.options_type()
-    with pytest.raises(ValueError, match="engine_options LlamaCppOptions do not go with engine mlx"):
+    with pytest.raises(ValueError, match="engine_options LlamaCppOptions do not go with engine mlx; pass MlxOptions"):
         FitOptions(engine="mlx", engine_options=LlamaCppOptions())
 
 
