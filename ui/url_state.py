@@ -163,6 +163,14 @@ def warn_unknown_url_value(key: str, options: Iterable[str], what: str) -> None:
                    "instead. Pick one from the list.", icon=_LINK_ICON)
 
 
+def warn_too_many_url_values(key: str, limit: int, what: str) -> None:
+    """Call before a bound multiselect with ``max_selections=limit``: Streamlit keeps the link's first ``limit``
+    values and drops the rest silently; say so."""
+    values = st.query_params.get_all(key)
+    if len(values) > limit:
+        st.warning(f"The link lists {len(values):,} {what}; only the first {limit} are shown.", icon=_LINK_ICON)
+
+
 def warn_unknown_url_values(key: str, options: Iterable[str], what: str, where: str) -> None:
     """The same for a bound multiselect: the values of ``key`` not in ``options`` are left out; say which.
     ``what`` names them ("GPU"), ``where`` the list they are missing from ("the catalogue")."""
