@@ -19,6 +19,7 @@ from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
 from ui.pickers import PARAMS, gpu_multiselect, model_picker, resolve_subject
 from ui.share import page_title
+from ui.url_state import warn_too_many_url_values
 from ui.style import RESULTS_FIRST
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
@@ -137,6 +138,7 @@ def main() -> None:
     options = sorted(FORMATS) + (sorted(FILE_TYPES) if spec else [])
     base = SPEC_FORMATS if spec else PARAMS_FORMATS
     c1, c2 = st.columns(2)
+    warn_too_many_url_values("add", MAX_ADDED_FORMATS, "added formats")
     extra = c1.multiselect("Add formats", [o for o in options if o not in base], key="add",
                            max_selections=MAX_ADDED_FORMATS,
                            bind="query-params",
