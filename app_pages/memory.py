@@ -19,8 +19,8 @@ from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
 from ui.pickers import PARAMS, gpu_multiselect, model_picker, resolve_subject
 from ui.share import page_title
-from ui.url_state import warn_too_many_url_values
 from ui.style import RESULTS_FIRST
+from ui.url_state import warn_too_many_url_values
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
 # types (Q4_K_M...); a bare count gets their main tensor types, as file types need tensor names.
