@@ -41,7 +41,7 @@ MAX_PARAMS = 10**15
 MAX_GPU_BYTES = 100 * 10**12
 """Above this a custom GPU is refused (100 TB; the largest accelerators have a few hundred GB)."""
 CUSTOM_GPU = "Custom…"
-MAX_LINK_TENSORS = 1300
+MAX_LINK_TENSORS = 1200
 """Most tensors a model from a link, an upload, the Hub or a GGUF header may have in the app (the largest preset,
 Llama 3.1 405B, has 1,137; Qwen3-235B-A22B ~1,130): sizing costs CPU per tensor and format, and a link is
 written by anyone. The command line has no such limit."""
