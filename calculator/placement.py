@@ -1,4 +1,5 @@
-"""Placement: where one run's bytes go on its devices, and whether that is a fit.
+"""Placement by the tensor-parallel rule: training runs, and the serving engines that shard every layer over
+the devices (``calculator.engines`` places llama.cpp, Ollama and MLX runs by their own rules).
 
 With everything on the GPU(s), each of ``n`` devices holds::
 

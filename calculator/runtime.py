@@ -15,9 +15,9 @@ context x batch x 2``: Llama-3.1-8B at 8192 tokens = 1,073,741,824 bytes (llama.
 - Sliding-window layers (Mistral v0.1; Gemma 2 alternating; Gemma 3 five local : one global) keep only
   ``min(context, window)`` tokens, as transformers' static sliding-window cache allocates (its dynamic
   cache keeps ``window - 1``, one token less per sliding layer: measured in
-  ``tests/evaluation/test_measured_memory.py``). llama.cpp's SWA
-  cache keeps ``n_ubatch`` more cells than the window ("llama_kv_cache_unified_iswa: creating SWA KV
-  cache, size = 1536 cells" for a 1024-token window), a few MiB more.
+  ``tests/evaluation/test_measured_memory.py``). Engines differ: llama.cpp gives only some
+  architectures a sliding-window cache, sized from the window, the slots and ``n_ubatch``, and MLX-LM
+  others; ``kv_cache_cells`` takes the cell counts an engine decides (``calculator.engines``).
 - MLA (DeepSeek-V2/V3, arXiv 2405.04434 §2.1): one compressed latent of ``kv_lora_rank`` plus the
   decoupled RoPE key of ``qk_rope_head_dim`` per token per layer, no separate V (llama.cpp PR #12801
   caches exactly these 512 + 64 values and views V into them).

@@ -28,6 +28,9 @@ from calculator.engines.llama_cpp_rules import LlamaCppBuild
 from calculator.engines.mlx import MlxOptions
 from calculator.engines.ollama import OllamaOptions, default_num_ctx
 from calculator.engines.registry import EngineName, engine_names, parse_engine
+from calculator.engines.sglang import SglangSettings
+from calculator.engines.transformers import TransformersSettings
+from calculator.engines.vllm import VllmSettings
 from calculator.fit import FitOptions, FitResult, Verdict, fit
 from calculator.hardware import DEFAULT_CPU_BANDWIDTH_GB_PER_S, GpuSetup, get_gpu, with_wired_limit
 from calculator.runtime import DEFAULT_CUDA_CONTEXT_BYTES, DEFAULT_UBATCH, CacheType
@@ -64,6 +67,19 @@ def engine_options_from_args(args: argparse.Namespace) -> object | None:
     if engine is EngineName.MLX:
         return MlxOptions(kv_bits=args.kv_bits, max_kv_size=args.max_kv_size,
                           prefill_step_size=args.prefill_step_size)
+    if engine is EngineName.VLLM:
+        return VllmSettings(
+            gpu_memory_utilization=args.gpu_memory_utilization, max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens, tensor_parallel_size=args.tensor_parallel_size,
+            pipeline_parallel_size=args.pipeline_parallel_size, kv_cache_dtype=args.kv_cache_dtype,
+            block_size=args.block_size, enforce_eager=args.enforce_eager,
+            cuda_graphs_in_budget=args.cuda_graphs_in_budget)
+    if engine is EngineName.SGLANG:
+        kv = "fp8_e4m3" if args.kv_cache_dtype == "fp8" else args.kv_cache_dtype
+        return SglangSettings(mem_fraction_static=args.mem_fraction_static, kv_cache_dtype=kv)
+    if engine is EngineName.TRANSFORMERS:
+        return TransformersSettings(new_tokens=args.new_tokens, cache=args.cache, attention=args.attn,
+                                    full_prompt_logits=args.full_prompt_logits)
     return LlamaCppOptions(
         build=args.llama_cpp_build, parallel=args.parallel, kv_unified=args.kv_unified, flash_attention=fa,
         cache_type_k=args.cache_type_k, cache_type_v=args.cache_type_v, n_gpu_layers=args.n_gpu_layers,
@@ -126,6 +142,22 @@ def _device_lines(r: FitResult) -> list[str]:
     return lines
 
 
+def _serving_lines(r: FitResult) -> list[str]:
+    """vLLM / SGLang / transformers: their answer in their log's words (``calculator.engines._serving``)."""
+    rep = dict(r.engine_report).get("serving")
+    if not rep:
+        return []
+    lines = [f"serving:          {rep['summary']}"]
+    gib = {k: v / units.GiB for k, v in rep.items() if "_bytes" in k and isinstance(v, int)}
+    if rep["engine"] == "vllm" and rep.get("requested_memory_bytes"):
+        lines.append(f"vLLM budget:      {gib['requested_memory_bytes']:.2f} GiB requested "
+                     f"({rep['gpu_memory_utilization']} x {gib['total_memory_bytes']:.2f}) - weights "
+                     f"{gib['weights_bytes_per_gpu']:.2f} - activation {gib['activation_peak_bytes']:.2f} - non-torch "
+                     f"{gib['non_torch_bytes']:.2f} = KV {gib['available_kv_bytes']:.2f} GiB; "
+                     f"{rep['kv_blocks']:,} blocks; CUDA graphs {gib['cuda_graph_bytes']:.2f} GiB")
+    return lines
+
+
 def _text(r: FitResult, best: str | None, advice=()) -> str:
     settings = ", ".join(f"{k} {v}" for k, v in r.engine_settings if k in (
         "num_ctx", "OLLAMA_NUM_PARALLEL", "n_ctx", "n_seq_max", "kv_cells_full", "kv_cells_swa", "flash_attn",
@@ -160,11 +192,12 @@ def _text(r: FitResult, best: str | None, advice=()) -> str:
     if r.max_context is not None:
         lines.append(f"max context:      {r.max_context:,} tokens fit entirely on the GPU")
     if r.decode_tokens_per_s is not None:
-        lines.append(f"decode:           ~{r.decode_tokens_per_s:,.1f} tokens/s (bandwidth roofline x efficiency)")
+        lines.append(f"decode:           ~{r.decode_tokens_per_s:,.1f} tokens/s ({r.engine} speed model: bandwidth x efficiency + per-block cost)")
     if r.prefill_seconds is not None:
-        lines.append(f"prefill:          ~{r.prefill_seconds:,.2f} s for the whole context (compute roofline)")
+        lines.append(f"prefill:          ~{r.prefill_seconds:,.2f} s for the whole context (FP16 compute x efficiency)")
     if best is not None:
         lines.append(f"best format:      {best} (highest quality that fits, llama.cpp KLD ranking)")
+    lines += _serving_lines(r)
     lines += _device_lines(r)
     lines += [f"engine note:      {n}" for n in r.engine_notes]
     lines += [f"warning:          {w}" for w in r.warnings]
@@ -193,7 +226,22 @@ def _check_engine_input(args: argparse.Namespace, options: FitOptions, setup: Gp
         raise ValueError(f"MLX runs on Apple silicon only; {setup.gpu.name} is not a Mac (pick --engine llama.cpp)")
 
 
+def _serving_aliases(args: argparse.Namespace) -> None:
+    """vLLM's own words for fit's flags: ``--max-model-len`` is ``--context``, ``--tensor-parallel-size`` x
+    ``--pipeline-parallel-size`` is ``--gpus``."""
+    if args.max_model_len is not None:
+        if args.context not in (None, args.max_model_len):
+            raise ValueError(f"--max-model-len {args.max_model_len} and --context {args.context} disagree; give one")
+        args.context = args.max_model_len
+    if args.tensor_parallel_size is not None:
+        n = args.tensor_parallel_size * args.pipeline_parallel_size
+        if args.gpus not in (1, n):
+            raise ValueError(f"--tensor-parallel-size x --pipeline-parallel-size is {n} GPUs but --gpus is {args.gpus}")
+        args.gpus = n
+
+
 def run(args: argparse.Namespace) -> None:
+    _serving_aliases(args)
     chosen = model_input(args)  # --model + --format, or --gguf (the file as stored)
     spec = chosen.spec
     options = options_from_args(args)
@@ -215,6 +263,8 @@ def run(args: argparse.Namespace) -> None:
             best = found.format if found else None
         advice = advise(spec, chosen.fmt, setup, context, args.batch, options=options, result=result)
     data = result.to_dict()
+    data.update({k: v for k, v in dict(result.engine_report).get("serving", {}).items() if k != "fits"})
+    # a serving engine's own numbers go to the top: kv_cache_bytes is then its KV pool of one GPU
     data["best_format"] = best
     data["advice"] = [a.to_dict() for a in advice]
     if extras:
@@ -286,6 +336,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mx.add_argument("--kv-bits", type=int, default=None, help="quantized KV cache: 8 or 4 (groups of 64)")
     mx.add_argument("--max-kv-size", type=int, default=None, help="rotating KV cache of this many tokens")
     mx.add_argument("--prefill-step-size", type=int, default=2048, help="prompt tokens per step (default 2048)")
+    sv = p.add_argument_group("vllm / sglang / transformers")
+    sv.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM's share of the GPU (0.9)")
+    sv.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (the same as --context)")
+    sv.add_argument("--max-num-seqs", type=int, default=None, help="vLLM (default 1024 on >= 70 GiB, else 256)")
+    sv.add_argument("--max-num-batched-tokens", type=int, default=None, help="vLLM (default 8192 / 2048)")
+    sv.add_argument("--tensor-parallel-size", "-tp", type=int, default=None, help="vLLM TP (default --gpus)")
+    sv.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1, help="vLLM PP stages (default 1)")
+    sv.add_argument("--kv-cache-dtype", default="auto", help="vLLM auto|fp8; SGLang auto|fp8_e4m3|fp8_e5m2")
+    sv.add_argument("--block-size", type=int, default=16, help="vLLM KV block in tokens (default 16)")
+    sv.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs")
+    sv.add_argument("--cuda-graphs-in-budget", action="store_true",
+                    help="vLLM >= 0.21: CUDA-graph estimate inside --gpu-memory-utilization")
+    sv.add_argument("--mem-fraction-static", type=float, default=None, help="SGLang (default: by GPU size)")
+    sv.add_argument("--new-tokens", type=int, default=256, help="transformers max_new_tokens (256)")
+    sv.add_argument("--cache", default="dynamic", help="transformers KV cache: dynamic or static")
+    sv.add_argument("--attn", default="sdpa", help="transformers attn_implementation: sdpa or eager")
+    sv.add_argument("--full-prompt-logits", action="store_true",
+                    help="transformers: logits for every prompt token (releases before logits_to_keep)")
     p.add_argument("--mode", default="inference", choices=[m.value for m in TrainingMode],
                    help="inference (default), or training: full, lora, qlora")
     p.add_argument("--optimizer", default="adamw", choices=[o.value for o in Optimizer], help="training optimizer")
