@@ -3,6 +3,7 @@ fails as a timeout instead of stalling the run. CLI cases run in-process through
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,38 @@ def quantfit_eval(capsys):
         return status, out.out, out.err
 
     return run
+
+
+APP = HERE.parents[1] / "app.py"
+
+
+@pytest.fixture
+def app():
+    """``app(page, **query)`` -> (AppTest after one run of ``app_pages/<page>.py`` opened with the link's
+    ``query``, the CPU seconds that run cost this process). Streamlit caches are cleared first."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui.guard import clear_caches
+
+    def run(page: str, **query):
+        clear_caches()
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.switch_page(f"app_pages/{page}.py")
+        for key, value in query.items():
+            at.query_params[key] = value
+        start = time.process_time()
+        at.run()
+        return at, time.process_time() - start
+
+    yield run
+    from ui.guard import clear_caches
+
+    clear_caches()
+
+
+def shown_text(at) -> tuple[list[str], list[str]]:
+    """(warnings, errors) an AppTest run shows; fails on an exception or the guard's internal-error banner."""
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert not [e for e in errors if "internal error" in e], errors
+    return [w.value for w in at.warning], errors
