@@ -11,10 +11,13 @@ breakdown.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import plotly.graph_objects as go
 import streamlit as st
 
 from calculator import units
+from calculator.engines import engine_names
 from calculator.fit import FitOptions, FitResult, Verdict, as_setup, fit
 from calculator.formats import FORMATS
 from calculator.gguf_recipes import FILE_TYPES
@@ -22,8 +25,8 @@ from calculator.hardware import GpuSetup
 from calculator.quality import QUALITY_ORDER
 from calculator.runtime import DEFAULT_UBATCH, CacheType
 from calculator.search import best_format, gpus_that_fit
-from calculator.speed import DECODE_BANDWIDTH_EFFICIENCY, PREFILL_COMPUTE_EFFICIENCY
 from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, TrainingMode
+from ui import devices as device_views
 from ui import fit_views
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
@@ -171,7 +174,7 @@ def _options(mode: str, kv: str | None) -> tuple[FitOptions, int | None]:
 
 def _inputs() -> tuple[ModelChoice | None, dict]:
     choice = model_picker(default_source=PRESET, sources=(PRESET, HUB, CONFIG, FILE))
-    devices = st.columns([2, 2, 1])  # room for one more selector (an engine) at the right
+    devices = st.columns([2, 2, 1, 1.2])
     warn_unknown_url_value("fmt", FORMAT_OPTIONS, "format")
     fmt = devices[0].selectbox("Format", FORMAT_OPTIONS, index=0, key="fmt", bind="query-params",
                                help="A GGUF file type (Q4_K_M...) or any weight format. Type to search.")
@@ -179,7 +182,10 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
         gpu = gpu_select()
     warn_bad_url_number("n_gpus", low=1, high=MAX_GPUS, default=1, what="GPU count")
     n_gpus = devices[2].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
-                                     help="Identical GPUs, tensor-parallel split")
+                                     help="Identical GPUs (llama.cpp splits the layers over them)")
+    warn_unknown_url_value("engine", engine_names(), "engine")
+    engine = devices[3].selectbox("Engine", engine_names(), key="engine", bind="query-params",
+                                  help="Whose allocation rules place the run (calculator.engines)")
     run = st.columns([1.3, 2, 0.9, 1.1], vertical_alignment="bottom")  # filled after the mode is known
     m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
     warn_unknown_url_value("mode", list(MODES), "mode")
@@ -197,6 +203,8 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
                               help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
     with m2:
         opts, cpu_ram_bytes = _options(mode, kv)
+    if mode == "Inference":
+        opts = replace(opts, engine=engine)
     setup = as_setup(gpu, int(n_gpus), cpu_ram_bytes) if gpu else None
     return choice, {"fmt": fmt, "setup": setup, "context": context, "batch": int(batch), "opts": opts}
 
@@ -234,13 +242,13 @@ def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice:
                       args=((("fmt", best.format),),), type="tertiary", icon=":material/north_east:")
     with m[2].container(border=True):
         st.metric("Decode (tokens/s)", f"~{r.decode_tokens_per_s:,.1f}" if r.decode_tokens_per_s else "n/a",
-                  help=f"Memory-bandwidth roofline × {DECODE_BANDWIDTH_EFFICIENCY} efficiency "
-                       "(calculator.speed cites the llama.cpp measurements); n/a: training mode, no "
-                       "bandwidth for this GPU, or it does not fit")
+                  help=f"{r.engine}'s speed model: bytes read per device / (bandwidth × efficiency) + a cost "
+                       "per block, devices one after another under a layer split (calculator.speed, fitted on "
+                       "llama-bench rows); n/a: training mode, no bandwidth for this GPU, or it does not fit")
     with m[3].container(border=True):
         st.metric("Prefill (s)", f"~{r.prefill_seconds:,.2f}" if r.prefill_seconds is not None else "n/a",
-                  help=f"Whole context: compute roofline × {PREFILL_COMPUTE_EFFICIENCY} efficiency (FLOPs per "
-                       "token from Kaplan et al. 2020)")
+                  help="Whole context: FP16 compute × the engine's efficiency (FLOPs per token from Kaplan et "
+                       "al. 2020)")
 
 
 def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str) -> None:
@@ -249,6 +257,7 @@ def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str)
     st.markdown(f"**{title}**")
     fig = _chart(r, setup)
     st.plotly_chart(fig, key="fit_chart", config={"displaylogo": False})
+    device_views.draw(r)
     breakdown = [{"part": label, "bytes": n, "gb": units.to_gb(n), "gib": units.to_gib(n)}
                  for label, n in _segments(r)]
     breakdown.append({"part": "total", "bytes": r.total_bytes, "gb": units.to_gb(r.total_bytes),
