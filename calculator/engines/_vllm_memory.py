@@ -45,10 +45,14 @@ increase: A GiB; non-torch forward increase memory: N GiB; weights memory: W GiB
 from __future__ import annotations
 
 from calculator import units
+from calculator.engines import _cuda
+from calculator.engines._vllm_kv import KVPool
 from calculator.formats import Family, get_format
 from calculator.gguf_recipes import FILE_TYPES
+from calculator.hardware import GpuSpec
 from calculator.memory import weight_memory
 from calculator.models import ModelSpec
+from calculator.stored import StoredWeights
 from calculator.units import ceil_div
 
 VOCAB_PADDING = 64
@@ -74,9 +78,9 @@ def pp_layer_counts(n_layers: int, pp: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def model_dtype_bytes(fmt: str) -> int:
+def model_dtype_bytes(fmt: str | StoredWeights) -> int:
     """Bytes of the activations and of ``kv_cache_dtype=auto``: 4 for fp32 weights, else 2."""
-    return 4 if fmt.strip().lower() in ("fp32", "f32", "float32") else 2
+    return 4 if str(fmt).strip().lower() in ("fp32", "f32", "float32") else 2
 
 
 def _shard(role: str, n_bytes: int, rows: int, spec: ModelSpec, tp: int) -> int:
@@ -93,7 +97,7 @@ def _shard(role: str, n_bytes: int, rows: int, spec: ModelSpec, tp: int) -> int:
     return ceil_div(n_bytes, tp)
 
 
-def weights_per_stage(spec: ModelSpec, fmt: str, tp: int, pp: int) -> tuple[int, ...]:
+def weights_per_stage(spec: ModelSpec, fmt: str | StoredWeights, tp: int, pp: int) -> tuple[int, ...]:
     """Weight bytes on one GPU of each pipeline stage (the same on every tensor-parallel rank)."""
     wm = weight_memory(spec, fmt, quantize_embeddings=_quant_method(fmt) == "")
     counts = pp_layer_counts(spec.n_layers, pp)
@@ -147,8 +151,11 @@ def cuda_graph_bytes(layers_on_rank: int, enforce_eager: bool) -> int:
 # Quantization gates
 
 
-def _quant_method(fmt: str) -> str:
-    """vLLM's name for how a quantfit format is served (``fp8``, ``awq``, ``gguf`` ...; ``""`` = unquantized)."""
+def _quant_method(fmt: str | StoredWeights) -> str:
+    """vLLM's name for how a quantfit format is served (``fp8``, ``awq``, ``gguf`` ...; ``""`` = unquantized;
+    ``"stored"``: a real checkpoint's bytes, loaded as stored)."""
+    if isinstance(fmt, StoredWeights):
+        return "stored"
     name = fmt.strip()
     try:
         f = get_format(name)
@@ -167,15 +174,17 @@ _MARLIN = "Weight-only {} compression will be used leveraging the Marlin kernel"
 _NATIVE_CAPABILITY = {"fp8": ((8, 9), "FP8", _MARLIN.format("FP8")), "mxfp4": ((10, 0), "FP4", _MARLIN.format("FP4"))}
 
 
-def quantization_check(fmt: str, gpu_name: str, capability: tuple[int, int] | None) -> str:
+def quantization_check(fmt: str | StoredWeights, gpu_name: str, capability: tuple[int, int] | None) -> str:
     """Raise ValueError where vLLM refuses ``fmt`` on this GPU; return its fallback warning ("" if none)."""
     method = _quant_method(fmt)
     if method == "exl2":
         raise ValueError(f"vLLM cannot load EXL2 ({fmt}); serve it with ExLlamaV2/TabbyAPI, or pick GPTQ/AWQ/FP8")
+    if method == "stored":
+        return ""
     if capability is None:
         return ""
     major, minor = capability
-    if method == "" and fmt.strip().lower() in ("bf16", "bfloat16") and capability < (8, 0):
+    if method == "" and str(fmt).strip().lower() in ("bf16", "bfloat16") and capability < (8, 0):
         raise ValueError(
             f"Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your {gpu_name} GPU "
             f"has compute capability {major}.{minor}. You can use float16 instead by explicitly setting the "
@@ -192,3 +201,26 @@ def quantization_check(fmt: str, gpu_name: str, capability: tuple[int, int] | No
         return (f"Your GPU does not have native support for {kind} computation but {kind} quantization is being "
                 f"used. {fallback}. This may degrade performance for compute-heavy workloads.")
     return ""
+
+
+def startup_warnings(spec: ModelSpec, gpu: GpuSpec, total: int, total_source: str, ctx: int, requested: int,
+                     graphs: int, graphs_in_budget: bool, pool: KVPool, seqs: int, mnbt: int) -> list[str]:
+    """What a user should know besides the verdict (the logged total, padding, sliding windows, slack)."""
+    out = []
+    if gpu.name not in _cuda.LOGGED_TOTAL_BYTES:
+        out.append(f"GPU total {total / units.GiB:.2f} GiB: {total_source}")
+    if _cuda.compute_capability(gpu) is None and gpu.category.value != "custom":
+        out.append(f"{gpu.name} is not an NVIDIA GPU: vLLM's CUDA quantization gates were not checked")
+    for kind, pad, pct in pool.padding_layers:
+        out.append(f"Add {pad} padding layers, may waste at most {pct:.2f}% KV cache memory ({kind} layers)")
+    if spec.sliding_window and spec.arch not in ("gemma2", "gemma3_text"):
+        out.append(f"{spec.name}'s sliding window ({spec.sliding_window}) is counted as full attention")
+    slack = total - ctx - requested - (0 if graphs_in_budget else graphs)
+    warm_up = min(seqs, mnbt) * spec.vocab_size * 4  # the sampler warm-up's fp32 logits
+    if slack < warm_up:
+        out.append(
+            f"only {slack / units.GiB:.2f} GiB left outside --gpu-memory-utilization for CUDA graphs' "
+            f"aftermath and the sampler warm-up ({warm_up / units.GiB:.2f} GiB of logits): vLLM may run out of "
+            "memory after allocating the KV cache (gpt-oss-20b did at 0.95 on an H100); lower the utilization"
+        )
+    return out

@@ -19,12 +19,21 @@ class EngineName(StrEnum):
     """Ollama: llama.cpp underneath, with Ollama's defaults and words (num_ctx, OLLAMA_NUM_PARALLEL)."""
     MLX = "mlx"
     """Apple's MLX-LM on Apple silicon unified memory."""
+    VLLM = "vllm"
+    """vLLM's V1 engine: a paged KV pool carved from ``--gpu-memory-utilization`` (``vllm serve``)."""
+    SGLANG = "sglang"
+    """SGLang: a token pool carved from ``--mem-fraction-static``."""
+    TRANSFORMERS = "transformers"
+    """Hugging Face transformers ``generate``: the peak ``torch.cuda.max_memory_allocated``."""
 
 
 _ENGINES = {
     EngineName.LLAMA_CPP: "calculator.engines.llama_cpp:LlamaCpp",
     EngineName.OLLAMA: "calculator.engines.ollama:Ollama",
     EngineName.MLX: "calculator.engines.mlx:Mlx",
+    EngineName.VLLM: "calculator.engines.vllm:Vllm",
+    EngineName.SGLANG: "calculator.engines.sglang:Sglang",
+    EngineName.TRANSFORMERS: "calculator.engines.transformers:Transformers",
 }
 assert set(_ENGINES) == set(EngineName)
 

@@ -29,13 +29,16 @@ vLLM (SGLang's parallel layers are vLLM's: ``calculator.engines._vllm_memory``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from calculator import units
-from calculator.engines import _cuda, _vllm_memory
+from calculator.engines import _cuda, _serving, _vllm_memory
 from calculator.engines._vllm_kv import kv_heads_per_rank
+from calculator.engines.base import DeviceMemory, Engine, Layout
 from calculator.hardware import GpuSpec
 from calculator.models import ModelSpec
+from calculator.placement import Verdict
+from calculator.runtime import CacheType
 from calculator.units import check_int
 
 INIT_BYTES_SINGLE = _vllm_memory.CONTEXT_BYTES_SINGLE
@@ -146,7 +149,7 @@ class SglangStartup:
 
     def to_dict(self) -> dict:
         return {
-            "engine": "sglang", "fits": self.starts, "verdict": self.verdict, "refusal": self.refusal,
+            "engine": "sglang", "starts": self.starts, "summary": self.verdict, "refusal": self.refusal,
             "tp": self.tp, "context_len": self.context_len, "mem_fraction_static": self.mem_fraction_static,
             "minimum_mem_fraction_static": self.minimum_mem_fraction_static,
             "total_memory_bytes": self.total_memory_bytes, "weights_bytes_per_gpu": self.weights_bytes_per_gpu,
@@ -199,3 +202,51 @@ def sglang_startup(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
         max_total_num_tokens=max(tokens, 0), max_num_reqs=max_num_reqs(max(tokens, 0), context_len),
         refusal=refusal, minimum_mem_fraction_static=round(weights / free_before, 4),
     )
+
+
+class Sglang(Engine):
+    """``--engine sglang``: ``context`` is ``--context-length`` (unless the settings give one), ``--gpus`` the
+    ``--tp``, ``batch`` the requests served at once. Fits: SGLang starts and its pool holds ``batch`` requests of
+    ``context`` tokens."""
+
+    name = "sglang"
+    title = "SGLang: token pool from --mem-fraction-static"
+    sources = ("sgl-project/sglang python/sglang/srt/model_executor/model_runner_kv_cache_mixin.py @ "
+               "226149ac457bd1a1b5d450f55c01f72f604320d6; PR #10975 (default --mem-fraction-static)",)
+    options_type = SglangSettings
+
+    def layout(self, spec, fmt, wf, setup, context, batch, o) -> Layout:
+        s: SglangSettings = self.options(o.engine_options)
+        if not setup.homogeneous:
+            raise ValueError("SGLang's tensor-parallel ranks are identical: give one --gpu with --gpus N")
+        try:
+            s = replace(s, context_length=s.context_length or context)
+            r = sglang_startup(spec, fmt, setup.gpu, setup.count, s)
+        except ValueError as err:
+            if not any(word in str(err) for word in _serving.REFUSALS):
+                raise
+            return _serving.refused_layout(self.name, spec, setup, context, batch, str(err))
+        init = r.total_memory_bytes - r.free_before_weights_bytes
+        devices = tuple(
+            DeviceMemory(name=f"cuda:{i}", device=setup.gpu.name, weights_bytes=r.weights_bytes_per_gpu,
+                         kv_cache_bytes=r.kv_cache_bytes if r.starts else 0, compute_bytes=r.reserved_bytes,
+                         output_bytes=0, context_bytes=init, usable_bytes=r.total_memory_bytes, layers=spec.n_layers,
+                         holds_output=True)
+            for i in range(setup.count)
+        )
+        why = r.refusal or ""
+        if r.starts and batch > r.max_concurrency:
+            why = (f"SGLang starts but its pool holds {r.max_concurrency:.2f} requests of {r.context_len:,} tokens, "
+                   f"not {batch}")
+        kv_type = CacheType.FP8 if s.kv_cache_dtype.startswith("fp8") else CacheType.FP16
+        return _serving.serving_layout(
+            self.name, spec, setup, devices=devices, verdict=Verdict.DOES_NOT_FIT if why else Verdict.FITS,
+            why=why, kv_tokens=r.max_total_num_tokens, kv_type=kv_type, context=context, batch=batch,
+            compute_bytes=r.reserved_bytes, step_tokens=0, layer_devices=(0,) * spec.n_layers,
+            settings=(("tp", r.tp), ("context_length", r.context_len), ("mem_fraction_static", r.mem_fraction_static),
+                      ("max_total_num_tokens", r.max_total_num_tokens), ("max_num_reqs", r.max_num_reqs)),
+            notes=(), report=r.to_dict(),
+        )
+
+    def speed(self, spec, wf, setup, lay, context, batch, o):
+        return _serving.tensor_parallel_speed(spec, wf, setup, context, batch, lay.kv.cache_type, o)

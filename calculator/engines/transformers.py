@@ -41,17 +41,20 @@ within 3 %).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from calculator import units
-from calculator.engines import _cuda
+from calculator.engines import _cuda, _serving
+from calculator.engines.base import HOST, DeviceMemory, Engine, Layout
 from calculator.formats import Family, get_format
 from calculator.gguf_recipes import FILE_TYPES
 from calculator.hardware import GpuSpec
 from calculator.memory import weight_memory
 from calculator.models import ModelSpec
+from calculator.placement import Verdict
 from calculator.runtime import DEFAULT_CUDA_CONTEXT_BYTES, CacheType, kv_cache
+from calculator.stored import StoredWeights
 from calculator.units import check_int
 
 
@@ -103,8 +106,10 @@ class TransformersSettings:
         check_int("CUDA context bytes", self.cuda_context_bytes, low=0, example=f"{DEFAULT_CUDA_CONTEXT_BYTES:,}")
 
 
-def _storage(fmt: str) -> tuple[str, bool, int]:
+def _storage(fmt: str | StoredWeights) -> tuple[str | StoredWeights, bool, int]:
     """(format, quantize embeddings?, activation dtype bytes) as ``from_pretrained`` loads ``fmt``."""
+    if isinstance(fmt, StoredWeights):
+        return fmt, False, 2
     name = fmt.strip()
     if name.upper() in FILE_TYPES and not name.lower().startswith(("bf16", "f16", "f32")):
         raise ValueError(f"transformers dequantizes GGUF files ({fmt}) when it loads them; pick the dtype it "
@@ -169,7 +174,7 @@ class TransformersPeak:
 
     def to_dict(self) -> dict:
         return {
-            "engine": "transformers", "fits": self.fits, "verdict": self.verdict,
+            "engine": "transformers", "fits": self.fits, "summary": self.verdict,
             "peak_allocated_bytes": self.peak_allocated_bytes, "weights_bytes": self.weights_bytes,
             "kv_cache_bytes": self.kv_cache_bytes, "logits_bytes": self.logits_bytes, "mlp_bytes": self.mlp_bytes,
             "attention_bytes": self.attention_bytes, "dequant_bytes": self.dequant_bytes,
@@ -199,7 +204,7 @@ def transformers_peak(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
     logits = b * (p if s.full_prompt_logits else 1) * spec.vocab_size * (act + 4)
     mlp = b * p * (3 * spec.intermediate_size + 2 * spec.hidden_size) * act
     attention = b * spec.n_heads * p * p * (2 * act + 4) if s.attention is AttentionImpl.EAGER else 0
-    bnb4 = get_format(stored).family is Family.BNB
+    bnb4 = isinstance(stored, str) and get_format(stored).family is Family.BNB
     dequant = _largest_linear(spec) * (2 + s.compute_dtype_bytes) if bnb4 and p > 1 else 0
     block_transient = max(mlp, attention) + dequant
 
@@ -239,3 +244,56 @@ def transformers_peak(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
     host = DevicePeak("cpu", host_weights, host_kv, 0, host_layers, None)
     return TransformersPeak(tuple(devices), host, wm.total_bytes, kv.total_bytes, logits, mlp, attention, dequant,
                             s.cuda_context_bytes)
+
+
+class Transformers(Engine):
+    """``--engine transformers``: ``context`` is the prompt length, ``batch`` the sequences of one ``generate``
+    call (they override ``TransformersSettings.batch``); the verdict is whether the peak stays on the GPUs."""
+
+    name = "transformers"
+    title = "transformers generate(): peak max_memory_allocated"
+    sources = ("huggingface/transformers src/transformers/generation/utils.py @ "
+               "1097d4b3f8dd6440add50f87a2784b03cc0b4c85",
+               "huggingface/transformers docs/source/en/llm_tutorial_optimization.md @ "
+               "fd6da664a7fece6257fda6d0b11feddaee9ffab2")
+    options_type = TransformersSettings
+
+    def layout(self, spec, fmt, wf, setup, context, batch, o) -> Layout:
+        s: TransformersSettings = self.options(o.engine_options)
+        if not setup.homogeneous:
+            raise ValueError("give one --gpu with --gpus N: the balanced device map is modelled for identical GPUs")
+        try:
+            r = transformers_peak(spec, fmt, setup.gpu, setup.count, replace(s, batch=batch), prompt_tokens=context)
+        except ValueError as err:
+            if not any(word in str(err) for word in _serving.REFUSALS):
+                raise
+            return _serving.refused_layout(self.name, spec, setup, context, batch, str(err))
+        devices = tuple(
+            DeviceMemory(name=d.name, device=setup.gpu.name, weights_bytes=d.weights_bytes,
+                         kv_cache_bytes=d.kv_cache_bytes, compute_bytes=d.transient_bytes, output_bytes=0,
+                         context_bytes=s.cuda_context_bytes, usable_bytes=d.usable_bytes, layers=d.layers,
+                         holds_output=i == setup.count - 1)
+            for i, d in enumerate(r.devices)
+        )
+        host = DeviceMemory(name=HOST, device="CPU RAM", weights_bytes=r.host.weights_bytes,
+                            kv_cache_bytes=r.host.kv_cache_bytes, compute_bytes=0, output_bytes=0, context_bytes=0,
+                            usable_bytes=setup.cpu_ram_bytes, layers=r.host.layers)
+        verdict = Verdict.FITS if r.fits else Verdict.OFFLOAD if r.host.layers else Verdict.DOES_NOT_FIT
+        layer_devices = [i for i, d in enumerate(r.devices) for _ in range(d.layers)]
+        layer_devices += [-1] * (spec.n_layers - len(layer_devices))
+        kv_tokens = context + s.new_tokens - (1 if s.cache is CacheKind.DYNAMIC else 0)
+        return _serving.serving_layout(
+            self.name, spec, setup, devices=devices, verdict=verdict, why="" if r.fits else r.verdict,
+            kv_tokens=kv_tokens * batch, kv_type=CacheType.FP32 if _storage(fmt)[2] == 4 else CacheType.FP16,
+            context=context, batch=batch,
+            compute_bytes=max(d.transient_bytes for d in r.devices), step_tokens=context,
+            layer_devices=tuple(layer_devices),
+            settings=(("batch", batch), ("prompt_tokens", context), ("new_tokens", s.new_tokens),
+                      ("cache", s.cache.value), ("attention", s.attention.value)),
+            notes=(), report=r.to_dict(), host=host,
+        )
+
+    def speed(self, spec, wf, setup, lay, context, batch, o):
+        if lay.host.layers:
+            return None, None
+        return _serving.tensor_parallel_speed(spec, wf, setup, context, batch, lay.kv.cache_type, o)

@@ -24,14 +24,17 @@ show its hybrid manager using them (Gemma 2/3 interleaved layers); a config-wide
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from calculator import units
-from calculator.engines import _cuda, _vllm_kv, _vllm_memory
+from calculator.engines import _cuda, _serving, _vllm_kv, _vllm_memory
 from calculator.engines._vllm_kv import AttentionKind, KVPool, LayerKind
+from calculator.engines.base import DeviceMemory, Engine, Layout
 from calculator.hardware import GpuSpec
 from calculator.models import ModelSpec
+from calculator.placement import Verdict
+from calculator.runtime import CacheType
 from calculator.units import check_int
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
@@ -122,6 +125,9 @@ class VllmStartup:
     largest_max_model_len: int
     cuda_graphs_in_budget: bool
     warnings: tuple[str, ...]
+    stage_bytes: tuple[tuple[int, int, int], ...] = ()
+    """Per pipeline stage: (weights, peak activation, CUDA graphs) on each of its GPUs."""
+    kv_dtype_bytes: int = 2
 
     @property
     def starts(self) -> bool:
@@ -163,34 +169,21 @@ class VllmStartup:
                 f"({self.pool.tokens:,} tokens of KV cache per GPU)")
 
     def to_dict(self) -> dict:
+        """The report ``--json`` puts at its top level: vLLM's log lines as numbers (bytes per GPU)."""
         return {
-            "engine": "vllm",
-            "fits": self.starts,
-            "verdict": self.verdict,
-            "refusal": self.refusal,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "pipeline_parallel_size": self.pipeline_parallel_size,
-            "max_model_len": self.max_model_len,
-            "largest_max_model_len": self.largest_max_model_len,
-            "max_num_seqs": self.max_num_seqs,
-            "max_num_batched_tokens": self.max_num_batched_tokens,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "total_memory_bytes": self.total_memory_bytes,
-            "requested_memory_bytes": self.requested_memory_bytes,
-            "weights_bytes_per_gpu": self.weights_bytes_per_gpu,
-            "activation_peak_bytes": self.activation_peak_bytes,
-            "non_torch_bytes": self.non_torch_bytes,
-            "cuda_graph_bytes": self.cuda_graph_bytes,
-            "cuda_context_bytes": self.context_bytes,
-            "available_kv_bytes": self.available_kv_bytes,
-            "kv_cache_bytes": self.kv_cache_bytes,
+            "engine": "vllm", "starts": self.starts, "summary": self.verdict, "refusal": self.refusal,
+            "tensor_parallel_size": self.tensor_parallel_size, "pipeline_parallel_size": self.pipeline_parallel_size,
+            "max_model_len": self.max_model_len, "largest_max_model_len": self.largest_max_model_len,
+            "max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
+            "gpu_memory_utilization": self.gpu_memory_utilization, "total_memory_bytes": self.total_memory_bytes,
+            "requested_memory_bytes": self.requested_memory_bytes, "weights_bytes_per_gpu": self.weights_bytes_per_gpu,
+            "activation_peak_bytes": self.activation_peak_bytes, "non_torch_bytes": self.non_torch_bytes,
+            "cuda_graph_bytes": self.cuda_graph_bytes, "cuda_context_bytes": self.context_bytes,
+            "available_kv_bytes": self.available_kv_bytes, "kv_cache_bytes": self.kv_cache_bytes,
             "kv_blocks": self.pool.num_blocks if self.starts else 0,
             "kv_tokens": self.pool.tokens if self.starts else 0,
-            "block_size": self.pool.block_size,
-            "kv_page_bytes": self.pool.page_bytes,
-            "max_concurrency": round(self.max_concurrency, 2),
-            "used_bytes_per_gpu": self.used_bytes,
-            "warnings": list(self.warnings),
+            "block_size": self.pool.block_size, "kv_page_bytes": self.pool.page_bytes,
+            "max_concurrency": round(self.max_concurrency, 2), "used_bytes_per_gpu": self.used_bytes,
         }
 
 
@@ -270,6 +263,7 @@ def vllm_startup(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
         pool = _vllm_kv.kv_pool(available, layers, max_model_len=max_model_len, max_num_batched_tokens=mnbt,
                                 block_size=s.block_size)
         stages.append((pool.num_blocks, i, weights, act, graphs, pool, layers))
+    stage_bytes = tuple((st[2], st[3], st[4]) for st in stages)
     _, _, weights, act, graphs, pool, layers = min(stages, key=lambda st: (st[0], -st[1]))
     if pp > 1:  # every stage allocates the fewest blocks of any stage (unify_kv_cache_configs)
         pool = dataclasses.replace(pool, num_blocks=min(st[0] for st in stages))
@@ -286,34 +280,80 @@ def vllm_startup(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
     if pool.available_bytes > 0:
         largest = _vllm_kv.estimate_max_model_len(pool.available_bytes, layers, max_model_len=max_model_len,
                                                   max_num_batched_tokens=mnbt, block_size=s.block_size)
-    warnings += _warnings(spec, gpu, total, total_source, ctx, requested, graphs, s, pool, seqs, mnbt)
+    warnings += _vllm_memory.startup_warnings(spec, gpu, total, total_source, ctx, requested, graphs,
+                                              s.cuda_graphs_in_budget, pool, seqs, mnbt)
     return VllmStartup(
         gpu=gpu.name, tensor_parallel_size=tp, pipeline_parallel_size=pp, max_model_len=max_model_len,
         max_num_seqs=seqs, max_num_batched_tokens=mnbt, gpu_memory_utilization=s.gpu_memory_utilization,
         total_memory_bytes=total, total_memory_source=total_source, requested_memory_bytes=requested,
         context_bytes=ctx, weights_bytes_per_gpu=weights, activation_peak_bytes=act, non_torch_bytes=non_torch,
         cuda_graph_bytes=graphs, pool=pool, layers=layers, refusal=refusal, largest_max_model_len=largest,
-        cuda_graphs_in_budget=s.cuda_graphs_in_budget, warnings=tuple(warnings),
+        cuda_graphs_in_budget=s.cuda_graphs_in_budget, warnings=tuple(warnings), stage_bytes=stage_bytes,
+        kv_dtype_bytes=dtype_bytes,
     )
 
 
-def _warnings(spec: ModelSpec, gpu: GpuSpec, total: int, total_source: str, ctx: int, requested: int,
-              graphs: int, s: VllmSettings, pool: KVPool, seqs: int, mnbt: int) -> list[str]:
-    out = []
-    if gpu.name not in _cuda.LOGGED_TOTAL_BYTES:
-        out.append(f"GPU total {total / units.GiB:.2f} GiB: {total_source}")
-    if _cuda.compute_capability(gpu) is None and gpu.category.value != "custom":
-        out.append(f"{gpu.name} is not an NVIDIA GPU: vLLM's CUDA quantization gates were not checked")
-    for kind, pad, pct in pool.padding_layers:
-        out.append(f"Add {pad} padding layers, may waste at most {pct:.2f}% KV cache memory ({kind} layers)")
-    if spec.sliding_window and spec.arch not in ("gemma2", "gemma3_text"):
-        out.append(f"{spec.name}'s sliding window ({spec.sliding_window}) is counted as full attention")
-    slack = total - ctx - requested - (0 if s.cuda_graphs_in_budget else graphs)
-    warm_up = min(seqs, mnbt) * spec.vocab_size * 4  # the sampler warm-up's fp32 logits
-    if slack < warm_up:
-        out.append(
-            f"only {slack / units.GiB:.2f} GiB left outside --gpu-memory-utilization for CUDA graphs' "
-            f"aftermath and the sampler warm-up ({warm_up / units.GiB:.2f} GiB of logits): vLLM may run out of "
-            "memory after allocating the KV cache (gpt-oss-20b did at 0.95 on an H100); lower the utilization"
+class Vllm(Engine):
+    """``--engine vllm``: ``context`` is ``--max-model-len`` (unless the settings give one), ``batch`` the
+    requests served at once. Fits: vLLM starts and its pool holds ``batch`` requests of ``context`` tokens
+    (with the default ``batch`` 1: vLLM starts)."""
+
+    name = "vllm"
+    title = "vLLM (V1, 0.19): paged KV pool, concurrency, CUDA graphs"
+    sources = ("vllm-project/vllm vllm/v1/worker/gpu_worker.py, vllm/v1/core/kv_cache_utils.py @ "
+               "bbf906a88ba1a39104884c88c9811a4f968e4659, vllm/v1/kv_cache_interface.py @ "
+               "bc8282e61df21719b12b391c3a976b1c900dfbb4; llm-d-incubation/llm-d-planner@"
+               "d3121e059da88662db39a926a3ead964be97359b v0.19.0 logs",)
+    options_type = VllmSettings
+
+    def startup(self, spec, fmt, setup, context, o) -> VllmStartup:
+        s: VllmSettings = self.options(o.engine_options)
+        if not setup.homogeneous:
+            raise ValueError("vLLM's tensor-parallel ranks are identical: give one --gpu with --gpus N")
+        return vllm_startup(spec, fmt, setup.gpu, setup.count, replace(s, max_model_len=s.max_model_len or context))
+
+    def layout(self, spec, fmt, wf, setup, context, batch, o) -> Layout:
+        try:
+            r = self.startup(spec, fmt, setup, context, o)
+        except ValueError as err:
+            if not any(word in str(err) for word in _serving.REFUSALS):
+                raise
+            return _serving.refused_layout(self.name, spec, setup, context, batch, str(err))
+        tp = r.tensor_parallel_size
+        counts = _vllm_memory.pp_layer_counts(spec.n_layers, r.pipeline_parallel_size)
+        devices = tuple(
+            DeviceMemory(name=f"cuda:{i}", device=setup.gpu.name, weights_bytes=w, kv_cache_bytes=r.kv_cache_bytes,
+                         compute_bytes=act, output_bytes=0, usable_bytes=r.total_memory_bytes,
+                         context_bytes=r.context_bytes + r.non_torch_bytes + graphs,
+                         layers=counts[i // tp], holds_output=i // tp == len(counts) - 1)
+            for i, (w, act, graphs) in enumerate(r.stage_bytes[i // tp] for i in range(setup.count))
         )
-    return out
+        layer_devices = tuple(stage * tp for stage, n in enumerate(counts) for _ in range(n))
+        notes = list(r.warnings)
+        why = r.refusal or ""
+        if r.starts and batch > r.max_concurrency:
+            why = (f"vLLM starts but holds {r.max_concurrency:.2f} requests of {r.max_model_len:,} tokens at once, "
+                   f"not {batch}: the others queue (or are preempted)")
+        settings = (("tensor_parallel_size", tp), ("pipeline_parallel_size", r.pipeline_parallel_size),
+                    ("max_model_len", r.max_model_len), ("max_num_seqs", r.max_num_seqs),
+                    ("max_num_batched_tokens", r.max_num_batched_tokens),
+                    ("gpu_memory_utilization", r.gpu_memory_utilization), ("block_size", r.pool.block_size))
+        return _serving.serving_layout(
+            self.name, spec, setup, devices=devices, verdict=Verdict.DOES_NOT_FIT if why else Verdict.FITS, why=why,
+            kv_tokens=r.pool.tokens if r.starts else 0, kv_type=_kv_type(r), context=context, batch=batch,
+            compute_bytes=r.activation_peak_bytes, step_tokens=r.max_num_batched_tokens, layer_devices=layer_devices,
+            settings=settings, notes=tuple(notes), report=r.to_dict(),
+        )
+
+    def speed(self, spec, wf, setup, lay, context, batch, o):
+        return _serving.tensor_parallel_speed(spec, wf, setup, context, batch, lay.kv.cache_type, o)
+
+    def quantized_kv(self, o):
+        s: VllmSettings = self.options(o.engine_options)
+        if s.kv_cache_dtype is KvCacheDtype.FP8:
+            return ()
+        return (("--kv-cache-dtype fp8", replace(o, engine_options=replace(s, kv_cache_dtype=KvCacheDtype.FP8))),)
+
+
+def _kv_type(r: VllmStartup) -> CacheType:
+    return {1: CacheType.FP8, 4: CacheType.FP32}.get(r.kv_dtype_bytes, CacheType.FP16)

@@ -129,3 +129,21 @@ def test_refusals_and_bad_input():
         SglangSettings(mem_fraction_static=1.0)
     with pytest.raises(ValueError, match=r"--kv-cache-dtype 'q8_0' is not auto, fp8_e4m3 or fp8_e5m2"):
         SglangSettings(kv_cache_dtype="q8_0")
+
+
+def test_cli_json_and_batch_beyond_the_pool(capsys):
+    import json
+
+    from calculator.cli import main
+
+    argv = ["fit", "--engine", "sglang", "--model", "llama-3.1-8b", "--format", "bf16", "--gpu", "H100 SXM",
+            "--context", "16384", "--mem-fraction-static", "0.88", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    r = sglang_startup(load_preset("llama-3.1-8b"), "bf16", get_gpu("H100 SXM"), 1,
+                       SglangSettings(mem_fraction_static=0.88, context_length=16384))
+    assert data["fits"] and data["kv_tokens"] == r.max_total_num_tokens and data["kv_cache_bytes"] == r.kv_cache_bytes
+    assert main([*argv[:-1], "--batch", "100", "--json"]) == 0
+    crowded = json.loads(capsys.readouterr().out)
+    assert not crowded["fits"] and any("its pool holds" in w for w in crowded["warnings"])
+    assert crowded["advice"][0]["value"] == int(r.max_concurrency)

@@ -112,3 +112,17 @@ def test_bad_input():
         TransformersSettings(attention="flash")
     with pytest.raises(ValueError, match=r"--new-tokens 0 must be a whole number >= 1"):
         TransformersSettings(new_tokens=0)
+
+
+def test_cli_json(capsys):
+    import json
+
+    from calculator.cli import main
+
+    assert main(["fit", "--engine", "transformers", "--model", "llama-3.1-8b", "--format", "nf4", "--gpu", "RTX 4090",
+                 "--context", "4096", "--batch", "4", "--new-tokens", "512", "--attn", "eager", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    r = transformers_peak(load_preset("llama-3.1-8b"), "nf4", get_gpu("RTX 4090"), 1,
+                          TransformersSettings(batch=4, new_tokens=512, attention="eager"), prompt_tokens=4096)
+    assert data["engine"] == "transformers" and data["fits"] == r.fits
+    assert data["peak_allocated_bytes"] == r.peak_allocated_bytes and data["attention_bytes"] > 0

@@ -287,3 +287,60 @@ def test_more_utilization_never_fewer_blocks(util):
     higher = vllm_startup(spec, "bf16", H100, 1, VllmSettings(gpu_memory_utilization=util + 0.05, max_model_len=8192))
     assert higher.pool.num_blocks > lower.pool.num_blocks
     assert higher.to_dict()["kv_blocks"] == higher.pool.num_blocks
+
+
+# The CLI: the issue's keys, vLLM's flags, one line for bad input
+
+
+def _cli_json(capsys, *argv: str) -> dict:
+    from calculator.cli import main
+
+    assert main(["fit", "--engine", "vllm", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_json_has_the_serving_keys(capsys):
+    data = _cli_json(capsys, "--model", "llama-3.1-8b", "--format", "bf16", "--gpu", "H100 SXM", "--gpus", "1",
+                     "--context", "16384", "--gpu-memory-utilization", "0.95")
+    r = _startup(LOGS[0])
+    assert data["fits"] is True and data["verdict"] == "fits" and data["engine"] == "vllm"
+    assert data["kv_cache_bytes"] == r.kv_cache_bytes  # the whole KV pool of one GPU
+    for key in ("kv_blocks", "kv_tokens", "activation_peak_bytes", "cuda_graph_bytes", "non_torch_bytes",
+                "weights_bytes_per_gpu"):
+        assert data[key] == r.to_dict()[key], key
+    assert data["max_concurrency"] == 29.01 and data["summary"].startswith("serves 29.01 concurrent requests")
+    assert data["devices"][0]["kv_cache_bytes"] == r.kv_cache_bytes
+
+
+def test_cli_vllm_flags_and_aliases(capsys):
+    data = _cli_json(capsys, "--model", "llama-3.1-70b", "--format", "fp8_e4m3", "--gpu", "H100 SXM",
+                     "--tensor-parallel-size", "2", "--max-model-len", "8192", "--gpu-memory-utilization", "0.95",
+                     "--kv-cache-dtype", "fp8", "--enforce-eager", "--max-num-seqs", "256")
+    assert (data["gpu_count"], data["context"], data["tensor_parallel_size"]) == (2, 8192, 2)
+    assert data["cuda_graph_bytes"] == 0 and data["max_num_seqs"] == 256
+    assert data["kv_tokens"] > 2 * 244_304 * 0.95  # fp8 KV: about twice L5's bf16 pool
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "qwen3-8b", "--format", "bf16", "--gpu", "H100 SXM", "--gpus", "3"],
+         "Total number of attention heads (32) must be divisible by tensor parallel size (3)."),
+        (["--model", "llama-3.1-8b", "--format", "bf16", "--gpu", "H100 SXM", "--max-model-len", "200000"],
+         "User-specified max_model_len (200000) is greater than the derived max_model_len"),
+        (["--model", "llama-3.1-8b", "--format", "bf16", "--gpu", "H100 SXM", "--gpu-memory-utilization", "1.5"],
+         "--gpu-memory-utilization 1.5 must be in (0, 1]"),
+    ],
+)
+def test_cli_bad_input_is_one_line(capsys, argv, message):
+    from calculator.cli import main
+
+    assert main(["fit", "--engine", "vllm", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_cli_fp8_on_turing_does_not_fit_in_vllms_words(capsys):
+    data = _cli_json(capsys, "--model", "llama-3.1-8b", "--format", "fp8_e4m3", "--gpu", "T4", "--context", "4096")
+    assert data["fits"] is False
+    assert any("Minimum capability: 80. Current capability: 75." in w for w in data["warnings"])
