@@ -4,8 +4,9 @@ what fits entirely on the GPU(s), each with the best file type that fits and tha
 The question people take to recommender tools, answered with exact bytes: per model, ``calculator.search.
 best_format`` (the highest-quality format in ``calculator.quality.QUALITY_ORDER`` that fits) and
 ``calculator.fit`` for its numbers; the quality cost is ``ui.fit_views.format_quality`` (llama.cpp's
-Llama-3-8B KLD scoreboard, or measured here for SmolLM2-135M). Ranking: models that fit first, the most
-parameters first (a bigger model at a given quality), then the lower KLD.
+Llama-3-8B KLD scoreboard, or measured here for SmolLM2-135M). Ranking: models that fit first; among them
+by quality class (4-bit or better, 3-bit, 2-bit and below: a 70B squeezed into IQ2_XXS loses more than a
+32B at Q4_K_M), then the most parameters, then the lower KLD.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from calculator import units
 from calculator.fit import FitOptions, as_setup, fit
 from calculator.hardware import GpuSetup
 from calculator.models import list_presets, load_preset
-from calculator.quality import QUALITY_ORDER
+from calculator.quality import QUALITY_KLD, QUALITY_ORDER
 from calculator.runtime import CacheType
 from calculator.search import best_format
 from ui import fit_views
@@ -27,16 +28,21 @@ from ui.share import fit_url, page_title
 from ui.style import RESULTS_FIRST
 
 KV_TYPES = [c.value for c in CacheType]
+# Quality classes by the KLD of the file types that bound them on llama.cpp's scoreboard (calculator.quality).
+TIERS = ((QUALITY_KLD["IQ4_XS"], "4-bit class or better"), (QUALITY_KLD["Q3_K_S"], "3-bit class: noticeable loss"),
+         (float("inf"), "2-bit or below: heavy loss"))
 MAX_GPUS = 64
-MAX_HUB_MODELS = 8
-"""Hub models one view looks up (each is a network round trip the first time)."""
+MAX_HUB_MODELS = 8  # Hub models one view looks up (each is a network round trip the first time)
 
 
 def _row(name: str, label: str, spec, setup: GpuSetup, context: int, opts: FitOptions, source: str) -> dict:
     best = best_format(spec, setup, context, 1, options=opts)
     shown = best or fit(spec, QUALITY_ORDER[-1], setup, context, 1, options=opts, with_max_context=False)
     kld, quality_source = fit_views.format_quality(shown.format, name) if best else (None, "")
+    rank_kld = QUALITY_KLD.get(shown.format, kld or 0.0)  # the class goes by the published ranking
+    tier = next(i for i, (limit, _) in enumerate(TIERS) if rank_kld <= limit)
     return {
+        "tier": tier, "quality": TIERS[tier][1] if best else "",
         "model": label, "preset": name, "params": spec.total_params, "params_text": units.fmt_count(spec.total_params),
         "fits": best is not None, "best_format": best.format if best else "none",
         "verdict": "fits" if best else f"does not fit (even {shown.format}: {units.fmt_gb(shown.per_device_bytes)}"
@@ -59,8 +65,8 @@ def ranking(setup: GpuSetup, context: int, opts: FitOptions, hub_ids: tuple[str,
             problems.append(f"{repo}: {error}")
             continue
         rows.append(_row(repo, repo, hub.spec, setup, context, opts, "Hugging Face Hub"))
-    rows.sort(key=lambda r: (not r["fits"], -r["params"] if r["fits"] else r["per_gpu_gb"],
-                             r["kld"] if r["kld"] is not None else 1.0))
+    rows.sort(key=lambda r: (not r["fits"], r["tier"] if r["fits"] else 0,
+                             -r["params"] if r["fits"] else r["per_gpu_gb"], r["kld"] if r["kld"] is not None else 1.0))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank if r["fits"] else None
         r["fit_link"] = fit_url(r["best_format"] if r["fits"] else QUALITY_ORDER[-1], r["preset"],
@@ -74,6 +80,7 @@ COLUMNS = {
     "params_text": st.column_config.TextColumn("Parameters"),
     "best_format": st.column_config.TextColumn("Best file type", help="The highest-quality format (lowest "
                                                "published KLD) that fits entirely on the GPU(s)"),
+    "quality": st.column_config.TextColumn("Quality class", width="medium"),
     "kld": st.column_config.NumberColumn("KLD", format="%.4f", help="Of that file type: lower is better"),
     "decode_tokens_per_s": st.column_config.NumberColumn("Tokens/s", format="%.1f"),
     "free_gb": st.column_config.NumberColumn("Free GB / GPU", format="%+.2f"),
@@ -108,12 +115,13 @@ def main() -> None:
     fitting = [r for r in rows if r["fits"]]
     with answer:
         if fitting:
-            top = fitting[0]
+            top, largest = fitting[0], max(fitting, key=lambda r: r["params"])
+            speed = f", ~{top['decode_tokens_per_s']:,.0f} tokens/s" if top["decode_tokens_per_s"] else ""
+            also = ("" if largest is top else f" The largest that fits at all: {largest['model']} as "
+                    f"{largest['best_format']} ({largest['quality']}).")
             st.success(f"**{len(fitting)} of {len(rows)} models fit** entirely on {setup.label} at "
-                       f"{context:,} tokens. The largest: **{top['model']}** ({top['params_text']} parameters) "
-                       f"as **{top['best_format']}**"
-                       + (f", ~{top['decode_tokens_per_s']:,.0f} tokens/s." if top["decode_tokens_per_s"] else "."),
-                       icon=":material/check_circle:")
+                       f"{context:,} tokens. Best: **{top['model']}** ({top['params_text']} parameters) as "
+                       f"**{top['best_format']}**, {top['quality']}{speed}.{also}", icon=":material/check_circle:")
         else:
             st.error(f"**No model fits** entirely on {setup.label} at {context:,} tokens: try a shorter context, "
                      "a quantized KV cache or more GPUs.", icon=":material/block:")

@@ -30,12 +30,10 @@ from ui.url_state import warn_unknown_url_values
 SESSION = "this session"
 # file_uploader counts megabytes of 2^20 bytes: the engine's own cap.
 MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
-
-
-MAX_UPLOADS = 20
-"""Files read from one upload (a comparison of more is unreadable anyway)."""
+# Comments, not docstrings: Streamlit's magic prints a bare string in a page script.
+MAX_UPLOADS = 20  # files read from one upload (a comparison of more is unreadable anyway)
+# Bytes read from all uploads together: validation costs CPU per byte, so the rest is refused unread.
 MAX_UPLOAD_TOTAL_BYTES = 2 * MAX_RESULTS_FILE_BYTES
-"""Bytes read from all uploads together: validation costs CPU per byte, so the rest is refused unread."""
 
 
 def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:

@@ -43,7 +43,7 @@ from ui.pickers import (
     resolve_subject,
 )
 from ui.share import page_title
-from ui.style import RESULTS_FIRST
+from ui.style import HEADLINE, RESULTS_FIRST
 from ui.url_state import warn_bad_url_number, warn_unknown_url_value
 
 # The formats people pick most, first; then every GGUF file type and every other weight format.
@@ -60,8 +60,7 @@ PRECISIONS = [p.value for p in Precision]
 MAX_CONTEXT_TOKENS = 10_000_000
 MAX_BATCH = 4096
 MAX_GPUS = 64
-VIEWS = ("This format", "Every format")
-"""The two views under the numbers (URL key ``view``); only the open one is computed."""
+VIEWS = ("This format", "Every format")  # the views under the numbers (URL key view); only the open one runs
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -119,9 +118,9 @@ def _chart(r: FitResult, setup: GpuSetup) -> go.Figure:
                                   "%{customdata[1]:,} bytes<extra></extra>")
     fig.add_vline(x=units.to_gb(setup.usable_bytes), line_dash="dash", line_color="#333", line_width=2,
                   annotation_text=f"{setup.label}: {units.fmt_gb(setup.usable_bytes)} usable",
-                  annotation_position="top left")
+                  annotation_position="top left", annotation_yshift=4)
     fig.update_layout(template="plotly_white", barmode="stack", height=230,
-                      margin={"t": 30, "b": 10, "l": 10, "r": 10}, xaxis_title="memory (GB = 10⁹ bytes)",
+                      margin={"t": 36, "b": 10, "l": 10, "r": 10}, xaxis_title="memory (GB = 10⁹ bytes)",
                       yaxis={"visible": False}, uniformtext={"minsize": 9, "mode": "hide"},
                       legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
                               "traceorder": "normal"})
@@ -212,7 +211,7 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
 def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice: ModelChoice, inputs: dict
               ) -> None:
     """Max context, best format (each with a button that applies it, or why there is none), decode, prefill."""
-    with st.container(key="headline"):
+    with st.container(key=HEADLINE):
         m = st.columns(4)
     with m[0].container(border=True):
         if r.max_context is None:

@@ -19,7 +19,7 @@ from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
 from ui.pickers import PARAMS, gpu_multiselect, model_picker, resolve_subject
 from ui.share import page_title
-from ui.style import RESULTS_FIRST
+from ui.style import HEADLINE, RESULTS_FIRST
 from ui.url_state import warn_too_many_url_values
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
@@ -31,8 +31,9 @@ SPEC_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_
 PARAMS_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "Q2_K", "IQ2_XS")
 
 FILE_TYPE_LABEL = "GGUF file type"
+# Formats a link may add to the table (each GGUF file type replays its recipe over every tensor). A comment,
+# not a docstring: Streamlit's magic would print a bare string on the page.
 MAX_ADDED_FORMATS = 12
-"""Formats a link may add to the table (each GGUF file type replays its recipe over every tensor)."""
 
 
 def _row(mem: WeightMemory, is_file_type: bool) -> dict:
@@ -93,7 +94,7 @@ def _chart(rows: list[dict], gpus) -> go.Figure:
                            align="left",
                            font={"size": 11})
     fig.update_layout(
-        template="plotly_white", barmode="group", bargap=0.15, height=560,
+        barmode="group", bargap=0.15, height=560,
         margin={"t": 30, "b": 10, "l": 10, "r": 90}, yaxis_title="weight memory (GB = 10⁹ bytes)",
         xaxis_title=None,
         legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "title": None},
@@ -118,7 +119,7 @@ _COLUMNS = {  # the sizes first: on a phone only the first columns are on screen
 
 def _headline(choice, by_name: dict[str, dict]) -> None:
     """Parameters and the fp16 / int8 / int4 sizes: the rule of thumb, on the first screen."""
-    with st.container(key="headline"):
+    with st.container(key=HEADLINE):
         metrics = st.columns(4)
     metrics[0].metric("Parameters", units.fmt_count(choice.total_params), help=choice.source, border=True)
     for col, name in zip(metrics[1:], ("fp16", "int8", "int4"), strict=True):

@@ -27,11 +27,12 @@ from ui.url_state import warn_unknown_url_value, warn_unknown_url_values
 
 Y_CHOICES = ("delta PPL %", "mean KLD", "PPL")
 CORPORA = ("wikitext-2", "ptb", "c4")
+# One scoreboard by default: the biggest, newest table, with KLD as well as ΔPPL. (Comments, not docstrings:
+# Streamlit's magic would print a bare string in a page script.)
 DEFAULT_TABLES = ("llamacpp_llama3_8b_scoreboard",)
-"""One scoreboard by default: the biggest, newest table, with KLD as well as ΔPPL."""
+# The recommendation: the smallest file type whose perplexity is within this many percent of the unquantized
+# model's (Q4_K_M's +2.4 to +2.8 % on Llama-3-8B is the usual "good enough" line).
 RECOMMEND_MAX_DPPL_PCT = 3.0
-"""The recommendation: the smallest file type whose perplexity is within this many percent of the
-unquantized model's (Q4_K_M's +2.4 to +2.8 % on Llama-3-8B is the usual "good enough" line)."""
 MINE = "SmolLM2-135M, measured here"
 
 
@@ -115,7 +116,7 @@ def recommendation(table: list[dict]) -> str | None:
 RANKED_COLUMNS = {
     "rank": st.column_config.NumberColumn("#", format="%d", width="small"),
     "model": st.column_config.TextColumn("Model"),
-    "file_type": st.column_config.TextColumn("File type", pinned=True),
+    "file_type": st.column_config.TextColumn("File type", width="medium"),
     "bits_per_weight": st.column_config.NumberColumn("Bits/weight", format="%.2f"),
     "delta_ppl_pct": st.column_config.NumberColumn("ΔPPL %", format="%+.2f"),
     "kld": st.column_config.NumberColumn("KLD", format="%.4f"),

@@ -23,6 +23,7 @@ from ui.url_state import (
     MAX_CFG_CHARS,
     decode_config,
     encode_config,
+    replace_url_value,
     warn_bad_url_number,
     warn_unknown_url_value,
     warn_unknown_url_values,
@@ -258,10 +259,11 @@ def _canonical_typed_preset() -> None:
 def _canonical_url_preset(presets: list[str]) -> None:
     """A link's ``model=Llama-3.1-8B-Instruct`` opens llama-3.1-8b; an unknown name gets the picker's warning."""
     wanted = st.query_params.get("model")
-    if wanted and wanted not in presets and "model" not in st.session_state:
+    if wanted and wanted not in presets and st.session_state.get("model", wanted) == wanted:
         found = find_preset(wanted)
         if found:
-            st.session_state["model"] = found
+            st.session_state.pop("model", None)
+            replace_url_value("model", found)
 
 
 def _pick_hub() -> ModelChoice | None:

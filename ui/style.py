@@ -16,6 +16,9 @@ RESULTS_FIRST = "results_first"
 """Key prefix of a container whose content (a chart, the headline numbers) comes before the inputs on a phone:
 ``st.container(key=f"{RESULTS_FIRST}_quality")``."""
 
+HEADLINE = f"{RESULTS_FIRST}_headline"
+"""Key of a row of headline metrics: first on a phone, and two by two there instead of one per screen."""
+
 _CSS = f"""
 <style>
 /* Pills (st.pills) scroll sideways by default, so on a phone the last ones are cut off: wrap them. */
@@ -28,8 +31,11 @@ _CSS = f"""
   /* A 2.75rem page title takes a third of the first screen. */
   h1 {{ font-size: 1.7rem !important; padding-top: 0 !important; }}
   /* Headline metrics two by two instead of one per screen-wide box. */
-  .st-key-headline [data-testid="stMetricValue"] {{ font-size: 1.5rem; }}
-  .st-key-headline [data-testid="stMetric"] {{ padding: 0.4rem 0.6rem; }}
+  .st-key-{HEADLINE} [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; gap: 0.5rem; }}
+  .st-key-{HEADLINE} [data-testid="stColumn"] {{ min-width: calc(50% - 0.25rem) !important;
+    max-width: calc(50% - 0.25rem); flex: 1 1 calc(50% - 0.25rem) !important; }}
+  .st-key-{HEADLINE} [data-testid="stMetricValue"] {{ font-size: 1.4rem; }}
+  .st-key-{HEADLINE} [data-testid="stMetric"] {{ padding: 0.3rem 0.5rem; }}
 }}
 </style>
 """

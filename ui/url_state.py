@@ -101,6 +101,18 @@ def forget_url_value(key: str) -> None:
             del params[key]
 
 
+def replace_url_value(key: str, value: str) -> None:
+    """Seed the bound widget ``key`` with ``value`` instead of what the link says (a typed preset name made
+    canonical: ``model=Llama-3.1-8B-Instruct`` -> ``llama-3.1-8b``), through the same query string
+    ``forget_url_value`` edits; call before the widget is created."""
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    with get_session_state().query_params() as params:
+        params._initial_query_params[key] = value
+        if not params.is_bound(key):
+            params[key] = value
+
+
 def warn_bad_url_number(key: str, *, low: float, high: float, default: float, what: str, whole: bool = True
                         ) -> None:
     """Call before creating the bound ``number_input`` ``key`` (range ``[low, high]``, default ``default``):

@@ -86,7 +86,7 @@ def test_fit_page_end_to_end(app_url, page, tmp_path):
     assert rows["total"] == expected.total_bytes
 
     with page.expect_download(timeout=60_000) as download:  # rendered on click by kaleido + system Chromium
-        page.locator(".st-key-fit_chart_dl_png button").click()
+        page.locator(".st-key-fit_chart_dl_png button").first.click()  # .first: a tooltip keeps a hidden copy
     png_path = tmp_path / download.value.suggested_filename
     download.value.save_as(png_path)
     assert png_path.suffix == ".png" and png_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -168,7 +168,8 @@ def test_context_presets_steps_and_preset_search(app_url, page):
             page.wait_for_function("() => !location.search.includes('model=')", timeout=30_000)
         wait_idle(page)
         assert page.get_by_text("No preset matches").count() == 0
-    assert "Llama 3.1 8B" in page.locator("[data-testid='stCaptionContainer']").first.inner_text()
+    caption = page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']").first
+    assert "Llama 3.1 8B" in caption.inner_text()
 
 
 def test_copy_link_copies_the_short_address(app_url, page, tmp_path):
@@ -197,11 +198,11 @@ def test_copy_link_copies_the_short_address(app_url, page, tmp_path):
     assert "Offload 38 layers" in alert_text(again)
 
     with page.expect_download(timeout=60_000) as download:
-        page.locator(".st-key-fit_chart_dl_svg button").click()
+        page.locator(".st-key-fit_chart_dl_svg button").first.click()  # .first: a tooltip keeps a hidden copy
     svg = download.value.path().read_text()
     assert "Offload 38 layers" in svg and "quantfit" in svg and "calculator.fit" in svg
     with page.expect_download(timeout=60_000) as download:
-        page.locator(".st-key-fit_chart_dl_html button").click()
+        page.locator(".st-key-fit_chart_dl_html button").first.click()  # .first: a tooltip keeps a hidden copy
     data = download.value.path().read_bytes()
     assert download.value.suggested_filename.endswith(".html.zip") and len(data) < 2_000_000
     assert "plotly.min.js" in " ".join(zipfile.ZipFile(io.BytesIO(data)).namelist())
@@ -231,7 +232,7 @@ def test_quality_page_exports_png(app_url, page, tmp_path):
     wait_idle(page)
     page.get_by_text("already 4-bit").first.wait_for()
     with page.expect_download(timeout=90_000) as download:
-        page.locator(".st-key-quality_chart_dl_png button").click()
+        page.locator(".st-key-quality_chart_dl_png button").first.click()  # a tooltip keeps a hidden copy
     png = tmp_path / download.value.suggested_filename
     download.value.save_as(png)
     assert png.name == "quantfit-quality-smollm2-135m-shakespeare-1024.png"

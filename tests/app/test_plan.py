@@ -1,6 +1,6 @@
 """Run planning (``evaluation.plan``), which the quality pages use: method plans against the engine's own
-method parser, validated run settings, the Pareto frontier against its definition, bundled-file reading,
-the shared baseline store."""
+method parser, the chart filter, run-time estimates, the source-grid rule, validated run settings, the Pareto
+frontier against its definition, bundled-file reading, the shared baseline store."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from hypothesis import strategies as st
 
 from evaluation.plan import (
     BUNDLED_SWEEP,
+    RESULT_FAMILIES,
     RESULTS_DIR,
     BaselineStore,
     PlanFamily,
     RunSettings,
+    estimate_run,
     pareto_front,
     plan_methods,
     read_results_files,
+    requantizes_source_grid,
     results_files,
+    shown_by_choice,
 )
 from evaluation.results import load_results
 
@@ -127,3 +131,48 @@ def test_pareto_front_is_the_set_of_undominated_points(points, lower_is_better):
 def test_pareto_front_worked_example():
     assert pareto_front([(4, 0.1), (8, 0.01), (5, 0.2)]) == [0, 1]
     assert pareto_front([(4, 90.0), (8, 99.0), (5, 80.0)], lower_is_better=False) == [0, 1]
+
+
+SWEEP = load_results(RESULTS_DIR / "smollm2-135m-shakespeare-sweep.json")
+
+
+def test_the_filter_shows_what_the_choice_names():
+    by_id = {r.method_id: r for r in SWEEP}
+    assert {r.family for r in SWEEP} - {"baseline"} <= set(RESULT_FAMILIES.values())
+    assert shown_by_choice(by_id["gguf-Q4_K_M"], ["GGUF"], [4])
+    assert not shown_by_choice(by_id["gguf-Q4_K_M"], ["RTN"], [4])
+    assert not shown_by_choice(by_id["gguf-Q4_K_M"], ["GGUF"], [8])
+    assert shown_by_choice(by_id["baseline"], [], [])  # the reference point always
+    assert shown_by_choice(by_id["int4-g32"], ["int kernels"], [4])  # any group size
+    assert shown_by_choice(by_id["nf4"], [], [], extra="gguf-Q8_0, nf4")  # typed ids too
+
+
+def test_only_the_q4_1_grid_points_are_set_apart():
+    flagged = {r.method_id for r in SWEEP if requantizes_source_grid(r)}
+    assert flagged == {"int4-g32"}  # asymmetric 4-bit, group 32: Q4_1's own grid
+    reason = requantizes_source_grid(next(r for r in SWEEP if r.method_id == "int4-g32"))
+    assert "Q4_1" in reason and "losslessly" in reason
+
+
+def test_run_estimate_scales_evaluation_and_keeps_quantization():
+    by_id = {r.method_id: r for r in SWEEP}
+    q4_0, base = by_id["gguf-Q4_0"], by_id["baseline"]
+    twice = RunSettings("smollm2-135m", "shakespeare", tokens=2 * q4_0.windows.max_tokens, ctx=512)
+    found = estimate_run(["baseline", "gguf-Q4_0"], SWEEP, twice)
+    assert dict(found.method_seconds) == {"gguf-Q4_0": pytest.approx(q4_0.quantize_seconds + 2 * q4_0.eval_seconds)}
+    assert found.baseline_seconds == pytest.approx(2 * base.eval_seconds)
+    held = estimate_run(["gguf-Q4_0"], SWEEP, twice, baseline_seconds=0.0)
+    assert held.seconds == pytest.approx(found.seconds - found.baseline_seconds)
+    # Never timed: the median of its family prefix (gptq-*), not zero.
+    gptq = sorted(r.quantize_seconds + 2 * r.eval_seconds for r in SWEEP if r.method_id.startswith("gptq-"))
+    guess = dict(estimate_run(["gptq-6b-g128"], SWEEP, twice).method_seconds)["gptq-6b-g128"]
+    assert gptq[0] <= guess <= gptq[-1]
+
+
+def test_baseline_store_says_what_it_holds():
+    store = BaselineStore()
+    assert not store.holds(BUNDLED_SWEEP) and store.compute_seconds is None
+    store.get(("k",), lambda: "model", BUNDLED_SWEEP)
+    assert store.holds(BUNDLED_SWEEP) and store.compute_seconds >= 0
+    other = RunSettings("smollm2-135m", "shakespeare", tokens=2048, ctx=512)
+    assert not store.holds(other)

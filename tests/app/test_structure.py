@@ -90,8 +90,20 @@ def test_memory_page_and_ui_do_not_import_torch():
 
 def test_no_page_loads_torch_before_a_run():
     """Torch loads when the Quality page's Run is pressed, not when a page (charts included) is drawn."""
-    report = _first_render("quality", "reference", "compare", "formats", "fit")
+    report = _first_render("quality", "reference", "compare", "formats", "fit", "can_run")
     for page, seen in report.items():
         assert seen["exception"] == [], (page, seen["exception"])
         assert seen["heavy"] == [], f"drawing the {page} page loaded {seen['heavy']}"
     assert all(report[p]["charts"] for p in ("quality", "reference", "compare", "fit"))
+
+
+def test_pages_hold_no_bare_strings_but_their_docstring():
+    """Streamlit's magic prints a bare string in a page script (an attribute "docstring" under a constant
+    shows up on the page): pages document constants with comments."""
+    offending = []
+    for path in PAGES:
+        body = ast.parse(path.read_text()).body
+        offending += [f"{path.name}:{node.lineno}" for node in body[1:]
+                      if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                      and isinstance(node.value.value, str)]
+    assert not offending, offending
