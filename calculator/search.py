@@ -256,9 +256,11 @@ def advise(
                               _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
         if fits(engine.slot_context(context, batch, batch + 1, o), batch + 1):
             hi = batch + 1
-            while hi < MAX_ADVISED_SLOTS and fits(engine.slot_context(context, batch, min(2 * hi, MAX_ADVISED_SLOTS), o),
-                                                 min(2 * hi, MAX_ADVISED_SLOTS)):
-                hi = min(2 * hi, MAX_ADVISED_SLOTS)
+            while hi < MAX_ADVISED_SLOTS:
+                n = min(2 * hi, MAX_ADVISED_SLOTS)
+                if not fits(engine.slot_context(context, batch, n, o), n):
+                    break
+                hi = n
             top = hi if hi == MAX_ADVISED_SLOTS else _largest(
                 lambda n: fits(engine.slot_context(context, batch, n, o), n), hi, min(2 * hi, MAX_ADVISED_SLOTS) - 1)
             ctx = engine.slot_context(context, batch, top, o)

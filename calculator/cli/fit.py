@@ -62,7 +62,8 @@ def engine_options_from_args(args: argparse.Namespace) -> object | None:
             flash_attention={"1": "on", "true": "on", "0": "off", "false": "off"}.get(
                 (args.ollama_flash_attention or "").lower(), args.ollama_flash_attention or fa or "auto"),
             num_gpu=args.num_gpu if args.num_gpu is not None else args.n_gpu_layers, num_batch=args.num_batch,
-            gpu_overhead_bytes=round(_non_negative("--ollama-gpu-overhead-mib", args.ollama_gpu_overhead_mib) * units.MiB),
+            gpu_overhead_bytes=round(
+                _non_negative("--ollama-gpu-overhead-mib", args.ollama_gpu_overhead_mib) * units.MiB),
         )
     if engine is EngineName.MLX:
         return MlxOptions(kv_bits=args.kv_bits, max_kv_size=args.max_kv_size,
@@ -192,7 +193,8 @@ def _text(r: FitResult, best: str | None, advice=()) -> str:
     if r.max_context is not None:
         lines.append(f"max context:      {r.max_context:,} tokens fit entirely on the GPU")
     if r.decode_tokens_per_s is not None:
-        lines.append(f"decode:           ~{r.decode_tokens_per_s:,.1f} tokens/s ({r.engine} speed model: bandwidth x efficiency + per-block cost)")
+        lines.append(f"decode:           ~{r.decode_tokens_per_s:,.1f} tokens/s "
+                     f"({r.engine} speed model: bandwidth x efficiency + per-block cost)")
     if r.prefill_seconds is not None:
         lines.append(f"prefill:          ~{r.prefill_seconds:,.2f} s for the whole context (FP16 compute x efficiency)")
     if best is not None:
@@ -292,7 +294,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-ram", help="CPU RAM available for offload, e.g. 64GB (default: not checked)")
     p.add_argument("--cpu-bandwidth", type=float, default=DEFAULT_CPU_BANDWIDTH_GB_PER_S,
                    help=f"CPU RAM bandwidth in GB/s for offloaded layers (default {DEFAULT_CPU_BANDWIDTH_GB_PER_S})")
-    p.add_argument("--kv-type", default="fp16", help=f"KV cache type (K and V): {', '.join(c.value for c in CacheType)}")
+    p.add_argument("--kv-type", default="fp16",
+                   help=f"KV cache type (K and V): {', '.join(c.value for c in CacheType)}")
     p.add_argument("--overhead-gib", type=float, default=0.0,
                    help="extra GiB to reserve per GPU on top of the modelled overhead (default 0)")
     p.add_argument("--cuda-context-mib", type=float, default=DEFAULT_CUDA_CONTEXT_BYTES / units.MiB,
@@ -312,7 +315,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ll.add_argument("--cache-type-k", "-ctk", default=None, help="K cache type (default --kv-type)")
     ll.add_argument("--cache-type-v", "-ctv", default=None, help="V cache type (default --kv-type)")
     ll.add_argument("--n-gpu-layers", "-ngl", type=int, default=None,
-                    help="blocks on the GPUs, output layer counting as one more; 0 = CPU only (default: as many as fit)")
+                    help="blocks on the GPUs, output layer counting as one more; 0 = CPU only "
+                         "(default: as many as fit)")
     ll.add_argument("--split-mode", "-sm", choices=[m.value for m in SplitMode], default="layer")
     ll.add_argument("--tensor-split", "-ts", default=None, help="one proportion per GPU, e.g. 3,1")
     ll.add_argument("--main-gpu", type=int, default=0, help="GPU for --split-mode none")

@@ -41,7 +41,6 @@ from calculator.units import ceil_div, check_float, check_int, fmt_gb
 if TYPE_CHECKING:
     from calculator.fit import FitOptions
     from calculator.hardware import GpuSetup
-    from calculator.memory import WeightFacts
     from calculator.models import ModelSpec
 
 _FLOAT_CACHES = (CacheType.FP32, CacheType.FP16, CacheType.BF16)

@@ -150,12 +150,14 @@ class Mlx(Engine):
             verdict = Verdict.FITS
         else:
             verdict = Verdict.DOES_NOT_FIT
-            why = (f"Metal's working set is {fmt_gb(device.usable_bytes)} and the run needs {fmt_gb(device.total_bytes)}: "
+            why = (f"Metal's working set is {fmt_gb(device.usable_bytes)} and the run needs "
+                   f"{fmt_gb(device.total_bytes)}: "
                    "macOS would page (raise it with sudo sysctl iogpu.wired_limit_mb)")
         overhead = Overhead(cuda_context_bytes=0, compute_buffer_bytes=compute, logits_bytes=device.output_bytes,
                             attention_bytes=0, ffn_bytes=compute, extra_bytes=o.extra_overhead_bytes,
                             step_tokens=step, flash_attention=True)
-        settings = (("kv_step", KV_STEP), ("kv_cells_full", full), ("kv_cells_sliding", sliding if "sliding" in kinds else 0),
+        settings = (("kv_step", KV_STEP), ("kv_cells_full", full),
+                    ("kv_cells_sliding", sliding if "sliding" in kinds else 0),
                     ("kv_cache", kv.cache_type.value),
                     ("max_kv_size", opts.max_kv_size), ("prefill_step_size", opts.prefill_step_size), ("batch", batch))
         return Layout(

@@ -99,7 +99,9 @@ class Ollama(Engine):
             if now in (ct, CacheType.Q4_0):
                 continue
             fa = FlashAttention.ON if oo.flash_attention is FlashAttention.OFF else oo.flash_attention
-            out.append((f"OLLAMA_KV_CACHE_TYPE={ct.value}" + (" OLLAMA_FLASH_ATTENTION=1" if fa is not oo.flash_attention else ""),
+            flag = f"OLLAMA_KV_CACHE_TYPE={ct.value}"
+            flag += " OLLAMA_FLASH_ATTENTION=1" if fa is not oo.flash_attention else ""
+            out.append((flag,
                         replace(o, engine_options=replace(oo, kv_cache_type=ct, flash_attention=fa))))
         return tuple(out)
 

@@ -78,9 +78,11 @@ def test_no_sliding_window_cache_for_mistral_v01_and_phi3(preset, context, mib):
 def test_padding_eras():
     # 2024 builds pad to 32 cells without flash attention (ggml-org/llama.cpp issue #13661 logs n_ctx 30016)
     # and 256 with it; current builds always 256
-    assert kv_cells(LlamaCppBuild.B2024, 30016, 1, unified=False, flash_attention=False, ubatch=512, n_swa=None).n_ctx == 30016
-    assert kv_cells(LlamaCppBuild.B2024, 30016, 1, unified=False, flash_attention=True, ubatch=512, n_swa=None).n_ctx == 30208
-    assert kv_cells(LlamaCppBuild.CURRENT, 30016, 1, unified=False, flash_attention=False, ubatch=512, n_swa=None).n_ctx == 30208
+    def n_ctx(build, fa):
+        return kv_cells(build, 30016, 1, unified=False, flash_attention=fa, ubatch=512, n_swa=None).n_ctx
+
+    assert n_ctx(LlamaCppBuild.B2024, False) == 30016 and n_ctx(LlamaCppBuild.B2024, True) == 30208
+    assert n_ctx(LlamaCppBuild.CURRENT, False) == 30208
     swa = kv_cells(LlamaCppBuild.B2025, 8192, 1, unified=False, flash_attention=False, ubatch=512, n_swa=4000)
     assert swa.swa_cells == 4512  # min(8192, pad32(4000 + 512)): the pad inside the min in Jun-Nov 2025 builds
     full = kv_cells(LlamaCppBuild.CURRENT, 8192, 1, unified=False, flash_attention=True, ubatch=512, n_swa=4096,
@@ -195,7 +197,8 @@ def test_mlx_cache_steps_and_rotating_layers():
     assert g2.kv.sliding_layers == 0  # mlx-lm's gemma2.py has no make_cache: full caches
     g3 = fit(_gemma3_270m(), "int4-g64-asym", "M4 Max", 8192, options=FitOptions(engine="mlx"))
     assert g3.kv.sliding_layers == 15 and g3.kv.sliding_layer_bytes == 512 * 1024
-    q4 = fit(spec, "int4-g64-asym", "M4 Max", 1024, options=FitOptions(engine="mlx", engine_options=MlxOptions(kv_bits=4)))
+    q4 = fit(spec, "int4-g64-asym", "M4 Max", 1024,
+             options=FitOptions(engine="mlx", engine_options=MlxOptions(kv_bits=4)))
     assert q4.kv_cache_bytes == 32 * 1024 * 2 * 1024 * 36 // 64
 
 

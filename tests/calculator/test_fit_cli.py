@@ -213,7 +213,8 @@ def test_cpu_only_puts_everything_in_host(capsys):
     data = _fit(capsys, "--gpu", "RTX 4090", "--n-gpu-layers", "0")
     assert data["verdict"] == "fits_with_cpu_offload" and data["gpu_layers"] == 0
     assert data["devices"][0]["total_bytes"] == 0
-    assert data["host"]["weights_bytes"] == data["weight_bytes"] and data["host"]["kv_cache_bytes"] == data["kv_cache_bytes"]
+    assert data["host"]["weights_bytes"] == data["weight_bytes"]
+    assert data["host"]["kv_cache_bytes"] == data["kv_cache_bytes"]
 
 
 def test_mixed_cards_and_llama_cpp_flags(capsys):

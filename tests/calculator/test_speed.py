@@ -25,7 +25,8 @@ def test_decode_roofline_arithmetic(llama8b):
     # llama.cpp on CUDA: bytes / (bandwidth x 0.927) + 32 blocks x 83.7 us (calculator.speed.LLAMA_CPP_CUDA).
     read = r.weight_bytes - 128_256 * 4_096 * 144 // 256 + r.kv_cache_bytes
     m = LLAMA_CPP_CUDA
-    assert r.decode_tokens_per_s == pytest.approx(1 / (read / (1000e9 * m.bandwidth_efficiency) + 32 * m.per_layer_seconds))
+    step = read / (1000e9 * m.bandwidth_efficiency) + 32 * m.per_layer_seconds
+    assert r.decode_tokens_per_s == pytest.approx(1 / step)
     # prefill: Kaplan forward FLOPs per token and block = 2 x its matrix parameters + 2 x n_ctx x d_attn
     n = 8_030_261_248 - 128_256 * 4_096
     assert matmul_params(llama8b) == n
