@@ -28,6 +28,7 @@ from calculator.search import best_format, gpus_that_fit
 from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, TrainingMode
 from ui import devices as device_views
 from ui import fit_views
+from ui import serving as serving_views
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.pickers import (
@@ -203,7 +204,11 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
     with m2:
         opts, cpu_ram_bytes = _options(mode, kv)
     if mode == "Inference":
-        opts = replace(opts, engine=engine)
+        engine_options = None
+        if engine in serving_views.SERVING_ENGINES:
+            with m2, st.expander(f"{engine} settings"):
+                engine_options = serving_views.engine_options(engine)
+        opts = replace(opts, engine=engine, engine_options=engine_options)
     setup = as_setup(gpu, int(n_gpus), cpu_ram_bytes) if gpu else None
     return choice, {"fmt": fmt, "setup": setup, "context": context, "batch": int(batch), "opts": opts}
 
@@ -319,6 +324,7 @@ def main() -> None:
     with answer:
         st.caption(f"{choice.label} · {r.format} · {inputs['setup'].label} · {r.context:,} tokens × batch "
                    f"{r.batch} · {r.mode.value} · model from {choice.short_source}", help=choice.source)
+        serving_views.draw_headline(r, choice.ref, inputs["fmt"], inputs["setup"], inputs["opts"])
         headline = fit_views.draw_verdict(r, inputs["setup"])
         if r.verdict is not Verdict.FITS:
             items = fit_views.advice(choice.ref, inputs["fmt"], inputs["setup"], inputs["context"],
