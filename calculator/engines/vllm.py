@@ -154,7 +154,7 @@ class VllmStartup:
     def concurrency_at(self, context: int) -> float:
         """Requests of ``context`` tokens the same pool holds at once (0 where vLLM would refuse)."""
         check_int("context", context, example="8192 tokens")
-        if not self.starts or context > self.largest_max_model_len:
+        if context > self.largest_max_model_len:  # 0 when vLLM would not start at any length
             return 0.0
         mnbt = self.max_num_batched_tokens
         blocks = _vllm_kv.request_blocks(_vllm_kv.group_layers(self.layers).groups, context, mnbt,
@@ -277,7 +277,7 @@ def vllm_startup(spec: ModelSpec, fmt: str, gpu: GpuSpec, gpus: int = 1,
         )
     refusal = refusal or _vllm_kv.refusal(pool, layers, mnbt)
     largest = 0
-    if pool.available_bytes > 0:
+    if pool.available_bytes > 0 and total - ctx >= requested:
         largest = _vllm_kv.estimate_max_model_len(pool.available_bytes, layers, max_model_len=max_model_len,
                                                   max_num_batched_tokens=mnbt, block_size=s.block_size)
     warnings += _vllm_memory.startup_warnings(spec, gpu, total, total_source, ctx, requested, graphs,

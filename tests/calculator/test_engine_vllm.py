@@ -197,6 +197,8 @@ def test_too_long_a_context_does_not_start_and_names_the_largest():
     ok = vllm_startup(spec, "bf16", get_gpu("RTX 4090"), 1, VllmSettings(max_model_len=r.largest_max_model_len))
     assert ok.starts and ok.max_concurrency >= 1.0
     assert ok.concurrency_at(1024) > ok.concurrency_at(4096) > 0 and ok.concurrency_at(131072) == 0.0
+    # the refused run's pool still answers for the lengths it would accept (the app's concurrency chart)
+    assert r.concurrency_at(r.largest_max_model_len) >= 1.0 and r.concurrency_at(131072) == 0.0
 
 
 def test_utilization_above_the_free_memory_is_refused():
@@ -204,6 +206,7 @@ def test_utilization_above_the_free_memory_is_refused():
                      VllmSettings(gpu_memory_utilization=1.0, max_model_len=8192))
     assert not r.starts and r.refusal.startswith("Free memory on device (78.68/79.19 GiB) on startup is less than "
                                                  "desired GPU memory utilization (1.0, 79.19 GiB).")
+    assert r.largest_max_model_len == 0 and r.concurrency_at(1024) == 0.0
 
 
 # Bad input: one line each, as vLLM says it
