@@ -44,7 +44,8 @@ HOVER_CHARS = 44
 def hover_text(lines: list[str]) -> str:
     """Plotly hover HTML from lines, each wrapped at ``HOVER_CHARS`` (a long line would push the box off the
     screen's edge on a phone)."""
-    return "<br>".join("<br>".join(textwrap.wrap(line, HOVER_CHARS, break_on_hyphens=False)) or line
+    return "<br>".join("<br>".join(textwrap.wrap(line, HOVER_CHARS, break_on_hyphens=False,
+                                                  break_long_words=False)) or line  # never inside a tag or &lt;
                        for line in lines)
 
 

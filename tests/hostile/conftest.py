@@ -67,6 +67,7 @@ def app():
 
     def run(page: str, **query):
         clear_caches()
+        clear_calculator_caches()
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.switch_page(f"app_pages/{page}.py")
         for key, value in query.items():
@@ -76,7 +77,6 @@ def app():
         return at, time.process_time() - start
 
     yield run
-    from ui.guard import clear_caches
 
     clear_caches()
 
@@ -87,3 +87,15 @@ def shown_text(at) -> tuple[list[str], list[str]]:
     errors = [e.value for e in at.error]
     assert not [e for e in errors if "internal error" in e], errors
     return [w.value for w in at.warning], errors
+
+
+def clear_calculator_caches() -> None:
+    """Empty every ``functools`` cache of the calculator's modules (per-spec layouts, presets, recipe rules),
+    so a page view is measured cold: a hostile link brings a spec no cache has seen."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name == "calculator" or name.startswith("calculator."):
+            for value in vars(module).values():
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()

@@ -144,7 +144,7 @@ def test_results_files_that_are_not(one_result, make, message):
 # evaluation show: (id, how to make the path, the error line, or None for a table)
 SHOWN = [
     ("dev-zero", lambda tmp, r: "/dev/zero", f"results file /dev/zero is over the {MAX_RESULTS_FILE_BYTES:,}-byte limit"),
-    ("directory", lambda tmp, r: str(tmp), f"cannot read results file {{tmp}}: Is a directory"),
+    ("directory", lambda tmp, r: str(tmp), "cannot read results file {tmp}: Is a directory"),
     ("missing", lambda tmp, r: str(tmp / "nope.json"), "cannot read results file {tmp}/nope.json: No such file or directory"),
     ("negative-ppl", lambda tmp, r: _write(tmp, _broken(r, "quality.ppl", -1.0)),
      "{tmp}/r.json: result 0: field 'quality.ppl' is -1.0; it must be positive"),

@@ -75,15 +75,11 @@ LINKS = [
     ("fit-context-negative", "fit", {"ctx": "-5"}, [_asks("context (tokens)", "-5", "is below 1", "8,192")]),
     ("fit-context-1e12", "fit", {"ctx": "1e12"}, [_asks("context (tokens)", "1e12", "is above 10,000,000", "8,192")]),
     ("fit-context-nan", "fit", {"ctx": "nan"}, [_link_value("ctx", "nan", "not a finite number")]),
-    ("fit-context-inf", "fit", {"ctx": "inf"}, [_link_value("ctx", "inf", "not a finite number")]),
-    ("fit-context-text", "fit", {"ctx": "lots"}, [_asks("context (tokens)", "lots", "is not a number", "8,192")]),
     ("fit-context-fraction", "fit", {"ctx": "4096.5"},
      [_asks("context (tokens)", "4096.5", "is not a whole number", "4,096")]),
     ("fit-context-5000-digits", "fit", {"ctx": LONG},
      [_link_value("ctx", LONG, "5,000 characters, over the 1,000 a link of this app holds")]),
-    ("fit-gpus-zero", "fit", {"n_gpus": "0"}, [_asks("GPU count", "0", "is below 1", "1")]),
     ("fit-gpus-billion", "fit", {"n_gpus": "1000000000"}, [_asks("GPU count", "1000000000", "is above 64", "1")]),
-    ("fit-batch-zero", "fit", {"batch": "0"}, [_asks("batch", "0", "is below 1", "1")]),
     ("fit-kv-unknown", "fit", {"kv": "q3_z"}, [_unknown("KV cache type", "q3_z")]),
     ("fit-mode-unknown", "fit", {"mode": "Pretraining"}, [_unknown("mode", "Pretraining")]),
     ("fit-ubatch-zero", "fit", {"ubatch": "0"}, [_asks("prompt tokens per step", "0", "is below 1", "512")]),
@@ -94,8 +90,6 @@ LINKS = [
       _asks("batch", "0", "is below 1", "1"), _unknown("KV cache type", "zz")]),
     ("memory-params-1e400", "memory", {"src": "Parameters", "params": "1e400"},
      [_link_value("params", "1e400", "not a finite number")]),
-    ("memory-params-1e99999999", "memory", {"src": "Parameters", "params": "1e99999999"},
-     [_link_value("params", "1e99999999", "not a finite number")]),
     ("memory-unknown-gpu", "memory", {"gpus": ["RTX 4090", "Quantum 9000"]},
      ["The link asks for GPU 'Quantum 9000', not in the catalogue; left out."]),
     ("quality-token-budget", "quality", {"qtokens": "7"}, [_unknown("token budget", "7")]),
@@ -128,7 +122,7 @@ def test_too_many_added_formats(app):
     assert "The link lists 20 added formats; only the first 12 are shown." in warnings
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.fixed_dictionaries({}, optional={
     "ctx": st.one_of(st.integers(-10**20, 10**20).map(str), st.sampled_from(["nan", "inf", "-inf", "1e400", "x", ""])),
     "n_gpus": st.integers(-5, 10**12).map(str), "batch": st.integers(-5, 10**9).map(str),
