@@ -65,7 +65,8 @@ OUTS = [
     ("under-a-file", _under_a_file, [], "--out {out}: {tmp}/file.txt is not a directory"),
     ("unwritable", lambda t: "/proc/self/results.json", [],
      "--out /proc/self/results.json: cannot write in /proc/self (No such file or directory)"),
-    ("a-device", lambda t: "/dev/null", [], "--out /dev/null is not a regular file; give a file name such as results.json"),
+    ("a-device", lambda t: "/dev/null", [],
+     "--out /dev/null is not a regular file; give a file name such as results.json"),
 ]
 
 
@@ -86,7 +87,8 @@ def test_out_is_checked_before_anything_runs(tmp_path, quantfit_eval, no_evaluat
 
 # (id, flags, the error line): every one before the model loads
 CHEAP = [
-    ("tokens-zero", ["--tokens", "0"], "max_tokens 0 must be a whole number from 8 to 134217728 (e.g. 4096 tokens in all)"),
+    ("tokens-zero", ["--tokens", "0"],
+     "max_tokens 0 must be a whole number from 8 to 134217728 (e.g. 4096 tokens in all)"),
     ("tokens-huge", ["--tokens", "1" + "0" * 20],
      "max_tokens 100000000000000000000 must be a whole number from 8 to 134217728 (e.g. 4096 tokens in all)"),
     ("ctx-zero", ["--ctx", "0"], "n_ctx 0 must be a whole number from 8 to 134217728 (e.g. 512 tokens per window)"),
@@ -97,14 +99,17 @@ CHEAP = [
     ("threads-negative", ["--threads", "-1"], "--threads -1 must be a whole number from 0 to 4096 (e.g. 4, or 0 for "
                                               "torch's choice)"),
     ("calibration-zero", ["--calibration-samples", "0"], "--calibration-samples 0 must be at least 1 (e.g. 4)"),
-    ("unknown-method", ["--methods", "bogus"], "unknown method 'bogus' (run `python -m evaluation methods` for the list)"),
+    ("unknown-method", ["--methods", "bogus"],
+     "unknown method 'bogus' (run `python -m evaluation methods` for the list)"),
     ("no-methods", ["--methods", ",,,"], "no methods in ',,,'; e.g. --methods int8,int4-g32,rtn-3b-g32-asym"),
     ("dtype", ["--dtype", "fp8"], "dtype 'fp8' is not supported: use bf16 (default), fp32 or fp16"),
     ("device", ["--device", "tpu"], "device 'tpu' is not a device name: use cpu or cuda"),
-    ("missing-corpus", ["--corpus", "/nonexistent/text.txt"], "unknown corpus '/nonexistent/text.txt': use shakespeare "
-                                                              "(offline), wikitext2 (Hub) or a path to a UTF-8 text file"),
-    ("unknown-model", ["--model", "no-such-model"], "unknown model 'no-such-model': not a preset (smollm2-135m), an "
-                                                    "existing folder or .gguf file, nor a Hub id of the form owner/name"),
+    ("missing-corpus", ["--corpus", "/nonexistent/text.txt"],
+     "unknown corpus '/nonexistent/text.txt': use shakespeare (offline), wikitext2 (Hub) or a path to a UTF-8 text "
+     "file"),
+    ("unknown-model", ["--model", "no-such-model"],
+     "unknown model 'no-such-model': not a preset (smollm2-135m), an existing folder or .gguf file, nor a Hub id of "
+     "the form owner/name"),
 ]
 
 

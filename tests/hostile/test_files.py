@@ -65,8 +65,8 @@ def test_truncated_safetensors_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_TINY_CONFIG))
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     source = resolve_model_source(tmp_path)
-    with pytest.raises(ValueError, match=f"^transformers could not load {tmp_path.name} from {re.escape(str(tmp_path))}: "
-                                         "Error while deserializing header"):
+    expected = f"^transformers could not load {tmp_path.name} from {re.escape(str(tmp_path))}: Error while deserial"
+    with pytest.raises(ValueError, match=expected):
         load_model(source)
 
 
@@ -98,7 +98,8 @@ RESULTS = [
     ("bits-per-weight-over-64", "bits_per_weight", 65.0, "field 'bits_per_weight' is 65.0; it must be from 0 to 64"),
     ("negative-bytes", "measured_bytes", -1, "field 'measured_bytes' is -1; it must be from 0 to 1e+30"),
     ("30-digit-bytes", "measured_bytes", 10**30, "field 'measured_bytes' has 31 digits, beyond any real count"),
-    ("agreement-over-one", "quality.top1_agreement", 1.5, "field 'quality.top1_agreement' is 1.5; it must be from 0 to 1"),
+    ("agreement-over-one", "quality.top1_agreement", 1.5,
+     "field 'quality.top1_agreement' is 1.5; it must be from 0 to 1"),
     ("negative-kld", "quality.kld_mean", -0.5, "field 'quality.kld_mean' is -0.5; it must be from -1e-06 to 1e+30"),
     ("negative-kld-percentile", "quality.kld_percentiles", {"99": -2.0},
      "field 'quality.kld_percentiles' is -2.0; it must be from -1e-06 to 1e+30"),
@@ -143,9 +144,11 @@ def test_results_files_that_are_not(one_result, make, message):
 
 # evaluation show: (id, how to make the path, the error line, or None for a table)
 SHOWN = [
-    ("dev-zero", lambda tmp, r: "/dev/zero", f"results file /dev/zero is over the {MAX_RESULTS_FILE_BYTES:,}-byte limit"),
+    ("dev-zero", lambda tmp, r: "/dev/zero",
+     f"results file /dev/zero is over the {MAX_RESULTS_FILE_BYTES:,}-byte limit"),
     ("directory", lambda tmp, r: str(tmp), "cannot read results file {tmp}: Is a directory"),
-    ("missing", lambda tmp, r: str(tmp / "nope.json"), "cannot read results file {tmp}/nope.json: No such file or directory"),
+    ("missing", lambda tmp, r: str(tmp / "nope.json"),
+     "cannot read results file {tmp}/nope.json: No such file or directory"),
     ("negative-ppl", lambda tmp, r: _write(tmp, _broken(r, "quality.ppl", -1.0)),
      "{tmp}/r.json: result 0: field 'quality.ppl' is -1.0; it must be positive"),
     ("user-json", lambda tmp, r: _write(tmp, {"user": "data"}),

@@ -173,7 +173,8 @@ UPLOADS = [
      "inf.json: result 0: field 'quality.ppl' is inf: NaN and infinity are not numbers here"),
     ("negative-ppl", ("neg.json", _document().replace(b'"ppl": ', b'"ppl": -1.0, "y": ', 1)),
      "neg.json: result 0: field 'quality.ppl' is -1.0; it must be positive"),
-    ("negative-bits", ("bits.json", _document(bits=-4)), "bits.json: result 0: field 'bits' is -4; it must be from 1 to 64"),
+    ("negative-bits", ("bits.json", _document(bits=-4)),
+     "bits.json: result 0: field 'bits' is -4; it must be from 1 to 64"),
     ("empty", ("none.json", b'{"schema": "quantfit.evaluation.results", "schema_version": 2, "results": []}'),
      "none.json: holds no results"),
 ]

@@ -65,8 +65,8 @@ def _asks(what: str, value: str, why: str, instead: str) -> str:
 
 
 def _unknown(what: str, value: str) -> str:
-    return f"The link asks for {what} {shown(value)}, which is not in the list; showing the default instead. Pick one " \
-           "from the list."
+    return (f"The link asks for {what} {shown(value)}, which is not in the list; showing the default instead. Pick "
+            "one from the list.")
 
 
 LONG = "9" * 5000
@@ -94,7 +94,8 @@ LINKS = [
      ["The link asks for GPU 'Quantum 9000', not in the catalogue; left out."]),
     ("quality-token-budget", "quality", {"qtokens": "7"}, [_unknown("token budget", "7")]),
     ("quality-context", "quality", {"qctx": "-1"}, [_unknown("context", "-1")]),
-    ("quality-bits", "quality", {"qbits": ["4", "99"]}, ["The link asks for bit width '99', not in the list; left out."]),
+    ("quality-bits", "quality", {"qbits": ["4",
+     "99"]}, ["The link asks for bit width '99', not in the list; left out."]),
     ("quality-group", "quality", {"qgroup": "7"}, [_unknown("group size", "7")]),
 ]
 
