@@ -32,8 +32,8 @@ _GEMMA2 = {"hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 
            "head_dim": 256, "vocab_size": 256000, "intermediate_size": 9216, "max_position_embeddings": 8192,
            "sliding_window": 4096}
 _DEEPSEEK_V2 = {**_LLAMA, "head_dim": 64, "vocab_size": 102400, "n_routed_experts": 64, "num_experts_per_tok": None,
-                "moe_intermediate_size": 1407, "n_shared_experts": 2, "first_k_dense_replace": 0, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
-                "qk_nope_head_dim": 128, "v_head_dim": 128}
+                "moe_intermediate_size": 1407, "n_shared_experts": 2, "first_k_dense_replace": 0, "kv_lora_rank": 512,
+                "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128}
 
 TRANSFORMERS_DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": _LLAMA,
