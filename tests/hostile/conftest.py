@@ -19,6 +19,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(CASE_TIMEOUT_S))
 
 
+def quoted(value: object) -> str:
+    """How a one-line message quotes a value: its repr, cut at 40 characters; a huge int by its digit count."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"{value.bit_length() * 30103 // 100000 + 1}-digit number"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def one_line_error(err: str, prefix: str = "error: ") -> str:
     """The single stderr line of a refused command (no traceback), without its prefix."""
     lines = [line for line in err.splitlines() if line.strip()]

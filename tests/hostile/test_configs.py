@@ -11,8 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calculator.config_fields import TRANSFORMERS_DEFAULTS
-from calculator.models import MAX_CONFIG_BYTES, load_config_bytes, load_config_file, spec_from_config
+from calculator.models import load_config_bytes, load_config_file, spec_from_config
+
+MAX_CONFIG_BYTES = 1_000_000
+"""The most of a config.json that is read (``calculator.models.MAX_CONFIG_BYTES``)."""
+MODEL_TYPES = ["deepseek_v2", "deepseek_v3", "falcon", "gemma", "gemma2", "gemma3_text", "gpt2", "granite", "llama",
+               "mistral", "mixtral", "olmo2", "opt", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3"]
+"""Every supported model_type with a transformers config class."""
 
 LLAMA = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
          "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
@@ -203,11 +208,14 @@ def test_answered_as_transformers_would(config, check):
     assert check(spec_from_config(config))
 
 
-@pytest.mark.parametrize("model_type", sorted(TRANSFORMERS_DEFAULTS))
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_defaults_table_matches_transformers(model_type):
     """Every default in the table is the installed transformers config class's (None: derived there too)."""
     from transformers import CONFIG_MAPPING
 
+    from calculator.config_fields import TRANSFORMERS_DEFAULTS
+
+    assert sorted(TRANSFORMERS_DEFAULTS) == MODEL_TYPES
     instance = CONFIG_MAPPING[model_type]()
     for field, value in TRANSFORMERS_DEFAULTS[model_type].items():
         actual = getattr(instance, field, None)

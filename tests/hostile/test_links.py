@@ -10,11 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from evaluation.access import ALLOWED_PATHS_ENV, shared_model_ref
 from evaluation.results import load_results, results_document
 from tests.hostile.conftest import shown_text
 from tests.hostile.test_files import BUNDLED
 from ui.url_state import encode_config
+
+ALLOWED_PATHS_ENV = "QUANTFIT_ALLOWED_PATHS"
+"""Where the server's operator allow-lists local model folders for links (``evaluation.access``)."""
 
 
 def _refusal(text: str) -> str:
@@ -57,6 +59,8 @@ REFS = [
 
 @pytest.mark.parametrize(("text", "expected"), [r[1:] for r in REFS], ids=[r[0] for r in REFS])
 def test_shared_model_ref(allowed, text, expected):
+    from evaluation.access import shared_model_ref
+
     root, outside = allowed
     text = text.format(root=root, outside=outside)
     if expected is None:
@@ -68,6 +72,8 @@ def test_shared_model_ref(allowed, text, expected):
 
 
 def test_no_allowed_folders_by_default(allowed, monkeypatch):
+    from evaluation.access import shared_model_ref
+
     root, _ = allowed
     monkeypatch.delenv(ALLOWED_PATHS_ENV, raising=False)
     with pytest.raises(ValueError, match="^model .* is not available here"):

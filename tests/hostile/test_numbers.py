@@ -11,7 +11,7 @@ import pytest
 
 from calculator import units
 from calculator.speed import DECODE_BANDWIDTH_EFFICIENCY
-from tests.hostile.conftest import one_line_error
+from tests.hostile.conftest import one_line_error, quoted
 
 COUNT_HINT = "give e.g. 70e9, 70B, 1.5T or 135M"
 BYTES_HINT = "give e.g. 24GiB, 80GB or 512MiB"
@@ -47,7 +47,7 @@ COUNTS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), COUNTS, ids=[units.shown(t)[:24] for t, _ in COUNTS])
+@pytest.mark.parametrize(("text", "expected"), COUNTS, ids=[quoted(t)[:24] for t, _ in COUNTS])
 def test_parse_count(text, expected):
     start = time.process_time()
     if isinstance(expected, int):
@@ -74,7 +74,7 @@ BYTES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), BYTES, ids=[repr(t)[:24] for t, _ in BYTES])
+@pytest.mark.parametrize(("text", "expected"), BYTES, ids=[quoted(t)[:24] for t, _ in BYTES])
 def test_parse_bytes(text, expected):
     if isinstance(expected, int):
         assert units.parse_bytes(text) == expected
@@ -93,7 +93,7 @@ FLOATS = [
 ]
 
 
-@pytest.mark.parametrize(("value", "message"), FLOATS, ids=[units.shown(v)[:16] for v, _ in FLOATS])
+@pytest.mark.parametrize(("value", "message"), FLOATS, ids=[quoted(v)[:16] for v, _ in FLOATS])
 def test_check_float(value, message):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         units.check_float("x", value, high=1e6)

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calculator.units import shown
+from tests.hostile.conftest import quoted as shown
 from tests.hostile.conftest import shown_text
-from ui.url_state import MAX_URL_NUMBER_CHARS, url_number
 
 # (raw link text, low, high, (value used, problem))
 NUMBERS = [
@@ -35,6 +34,8 @@ NUMBERS = [
 
 @pytest.mark.parametrize(("raw", "low", "high", "expected"), NUMBERS, ids=[n[0][:16] or "empty" for n in NUMBERS])
 def test_url_number(raw, low, high, expected):
+    from ui.url_state import url_number
+
     assert url_number(raw, low, high) == expected
 
 
@@ -45,6 +46,8 @@ def test_url_number(raw, low, high, expected):
 def test_url_number_bounded(raw, low, span):
     """Whatever the text, the value used is in range (or the default), and a problem is named iff Streamlit
     would not keep the text as it is."""
+    from ui.url_state import MAX_URL_NUMBER_CHARS, url_number
+
     high = low + span
     value, problem = url_number(raw, low, high)
     if value is not None:
