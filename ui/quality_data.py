@@ -67,8 +67,17 @@ def session_results() -> list[Result]:
 
 
 def keep_result(result: Result) -> None:
-    """Add a result to this session's (a later one with the same key replaces it)."""
+    """Add a result to this session's (a later one with the same key replaces it), and its timings to the
+    server's (``machine_timings``)."""
     st.session_state.setdefault(SESSION_RESULTS, {})[result.key] = result
+    machine_timings()[result.key] = result
+
+
+@st.cache_resource(show_spinner=False)
+def machine_timings() -> dict[str, Result]:
+    """Every result run by this server, in any session ({result key: Result}): their quantize and evaluate
+    times are this machine's, so they make the best estimate of the next run."""
+    return {}
 
 
 def matching_results(settings: RunSettings) -> list[tuple[str, Result]]:

@@ -2,8 +2,8 @@
 one line per step (loading the model, the unquantized reference, each method) with its elapsed time and an
 ETA; after it, the model stays loaded for the next run (``evaluation.plan.BaselineStore``).
 
-Estimates come from measured timings (``evaluation.plan.estimate_run``): this session's runs first, else
-the bundled results' (made with the same CLI), scaled to the token budget. The ETA of a step is its
+Estimates come from measured timings (``evaluation.plan.estimate_run``): this server's runs first (any
+session), else the bundled results' (made with the same CLI), scaled to the token budget. The ETA of a step is its
 elapsed time over the windows done, times the windows left.
 """
 
@@ -17,7 +17,7 @@ import streamlit as st
 from evaluation.plan import RunEstimate, RunSettings, estimate_run, method_ids_to_run, run_methods
 from evaluation.results import Result
 from ui.labels import plural
-from ui.quality_data import baseline_store, bundled_results, session_results
+from ui.quality_data import baseline_store, bundled_results, machine_timings
 
 LOADING, REFERENCE = "loading the model", "unquantized reference"
 
@@ -35,13 +35,13 @@ def duration(seconds: float) -> str:
 def estimate(settings: RunSettings, plan: list[str]) -> RunEstimate | None:
     """The expected time of running ``plan`` with ``settings``; None when no timing of this model exists."""
     model = settings.model.strip().lower()
-    mine = [r for r in session_results() if r.model.ref.strip().lower() == model]
+    mine = [r for r in machine_timings().values() if r.model.ref.strip().lower() == model]
     bundled = [r for r in bundled_results()[0] if r.model.ref.strip().lower() == model]
     if not mine and not bundled:
         return None
     store = baseline_store()
     held = store.holds(settings)
-    basis = "this session's runs" if mine else "the bundled runs' timings"
+    basis = "runs on this machine" if mine else "the bundled runs' timings"
     measured_load = store.compute_seconds if store.settings is not None and not held else None
     return estimate_run(plan, bundled + mine, settings, basis=basis,
                         baseline_seconds=0.0 if held else measured_load)

@@ -21,8 +21,11 @@ from ui.pickers import PRESET
 
 COPIED_LABEL = "Copied ✓"
 # The icon is Material's "link" path inline (an emoji needs a font the server's browser may lack).
-_COPY_HTML = """<button type="button" class="copy" title="Copy this page's link: it reopens the same view">
-<svg class="icon" aria-hidden="true" viewBox="0 0 24 24" width="18" height="18"><path fill="currentColor" d="M3.9 12a3.1 3.1 0 0 1 3.1-3.1h4V7H7a5 5 0 0 0 0 10h4v-1.9H7A3.1 3.1 0 0 1 3.9 12M8 13h8v-2H8zm9-6h-4v1.9h4a3.1 3.1 0 0 1 0 6.2h-4V17h4a5 5 0 0 0 0-10"/></svg><span class="label" aria-live="polite">Copy link</span></button>"""
+_LINK_ICON = ("M3.9 12a3.1 3.1 0 0 1 3.1-3.1h4V7H7a5 5 0 0 0 0 10h4v-1.9H7A3.1 3.1 0 0 1 3.9 12M8 13h8v-2H8zm9-6h-4"
+              "v1.9h4a3.1 3.1 0 0 1 0 6.2h-4V17h4a5 5 0 0 0 0-10")
+_COPY_HTML = f"""<button type="button" class="copy" title="Copy this page's link: it reopens the same view">
+<svg class="icon" aria-hidden="true" viewBox="0 0 24 24" width="18" height="18"><path fill="currentColor"
+d="{_LINK_ICON}"/></svg><span class="label" aria-live="polite">Copy link</span></button>"""
 _COPY_CSS = """
 .copy { display: inline-flex; align-items: center; justify-content: center; gap: 0.4rem; width: 100%;
   min-height: 2.5rem; padding: 0.25rem 0.75rem; border-radius: 0.5rem; cursor: pointer; font: inherit;

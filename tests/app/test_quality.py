@@ -138,6 +138,10 @@ def test_tiny_model_run_from_the_page_adds_points(page, tiny_model):
 
     again = page(**query)  # a new session: nothing shown yet, all three come from the engine's cache
     assert again.button(key="qrun").label == "Run 3 methods"
+    # Issue 13 item 11: beside Run, the time it should take (from the run just made) and the model kept loaded.
+    beside = " ".join(texts(again.caption))
+    assert "on this machine (runs on this machine" in beside
+    assert "the model is loaded (kept from the last run)" in beside
     again.button(key="qrun").click().run(timeout=60)
     clean(again)
     assert texts(again.success) == ["Done: 3 methods (0 newly measured). The model stays loaded for the next "
@@ -193,6 +197,12 @@ def test_pages_run_under_the_app_navigation(run_app, tmp_path, monkeypatch):
         at = run_app(name)
         clean(at)
         assert at.get("plotly_chart"), name
+
+
+def test_run_steps_say_elapsed_time_and_eta():
+    from ui.quality_run import duration
+
+    assert [duration(s) for s in (0.4, 59.6, 185, 3725)] == ["0 s", "1 min 0 s", "3 min 5 s", "1 h 02 min"]
 
 
 def test_method_and_bit_pills_filter_the_chart(page):

@@ -107,3 +107,12 @@ def test_pages_hold_no_bare_strings_but_their_docstring():
                       if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
                       and isinstance(node.value.value, str)]
     assert not offending, offending
+
+
+def test_plain_streamlit_run_watches_no_files():
+    """Issue 13 item 12: `streamlit run app.py` without make's flag is quiet too (no .venv watching)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    assert "--server.fileWatcherType none" in (ROOT / "Makefile").read_text()
