@@ -231,16 +231,18 @@ def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice:
         else:
             one = evaluate(choice.ref, inputs["fmt"], inputs["setup"], 1, inputs["batch"], inputs["opts"])
             st.metric("Max context (tokens)", "none")
-            st.caption(f"Not even 1 token: weights and buffers alone need {units.fmt_gb(one.per_device_bytes)} "
-                       f"per GPU of {units.fmt_gb(one.usable_bytes)}.")
+            # total_bytes, not per_device_bytes: after an offload the latter is only the GPU's share.
+            st.caption(f"Not even 1 token: the weights and buffers alone take {units.fmt_gb(one.total_bytes)}, "
+                       f"more than the {units.fmt_gb(inputs['setup'].usable_bytes)} usable on "
+                       f"{inputs['setup'].label}.")
     with m[1].container(border=True):
         st.metric("Best format that fits", best.format if best else "none",
                   help="Highest quality (lowest KL divergence on llama.cpp's Llama-3-8B scoreboard) that fits "
                        "entirely on the GPU(s)")
         if best is None and r.mode is TrainingMode.INFERENCE:
-            st.caption(f"Even {smallest.format} (the smallest ranked) needs "
-                       f"{units.fmt_gb(smallest.per_device_bytes)} per GPU of "
-                       f"{units.fmt_gb(smallest.usable_bytes)}.")
+            st.caption(f"Even {smallest.format} (the smallest ranked) takes {units.fmt_gb(smallest.total_bytes)}, "
+                       f"more than the {units.fmt_gb(inputs['setup'].usable_bytes)} usable on "
+                       f"{inputs['setup'].label}.")
         elif best is not None and best.format != inputs["fmt"]:
             st.button(f"Use {best.format}", key="use_best_fmt", on_click=fit_views.apply_changes,
                       args=((("fmt", best.format),),), type="tertiary", icon=":material/north_east:")

@@ -113,13 +113,13 @@ def recommendation(table: list[dict]) -> str | None:
             f"{r['source']}.")
 
 
-RANKED_COLUMNS = {
+RANKED_COLUMNS = {  # the answer first: on a phone only the first columns are on screen
     "rank": st.column_config.NumberColumn("#", format="%d", width="small"),
-    "model": st.column_config.TextColumn("Model"),
     "file_type": st.column_config.TextColumn("File type", width="medium"),
     "bits_per_weight": st.column_config.NumberColumn("Bits/weight", format="%.2f"),
     "delta_ppl_pct": st.column_config.NumberColumn("ΔPPL %", format="%+.2f"),
     "kld": st.column_config.NumberColumn("KLD", format="%.4f"),
+    "model": st.column_config.TextColumn("Model"),
     "source_url": st.column_config.LinkColumn("Source", display_text="source ↗"),
 }
 

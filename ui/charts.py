@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 from evaluation.plan import pareto_front
+from ui.rows import hover_text
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ def size_quality_figure(
         symbols = [_symbol(r, base, (floor_y is not None and r[y.column] <= 0)
                            or (floor_x is not None and r[x.column] <= 0),
                            ceiling is not None and r[y.column] > ceiling) for r in part]
-        hover = [r["hover"] + (f"<br><i>{r['excluded']}</i>" if r.get("excluded") else "") for r in part]
+        hover = [r["hover"] + ("<br>" + hover_text([html.escape(r["excluded"])]) if r.get("excluded") else "")
+                 for r in part]
         joined = lines == "all" and len(part) >= 2 or lines is True and _is_sweep(part)
         fig.add_scatter(
             x=[_clip(r[x.column], floor_x) for r in part], y=[shown_y(r[y.column]) for r in part],

@@ -68,7 +68,8 @@ def test_none_says_why(run_app):
     no_exception(at)
     assert metric(at, "Best format that fits") == "none" and metric(at, "Max context (tokens)") == "none"
     why = " ".join(texts(at.caption))
-    assert "Even IQ1_S (the smallest ranked) needs" in why and "Not even 1 token" in why
+    assert "Even IQ1_S (the smallest ranked) takes" in why and "Not even 1 token" in why
+    assert "more than the 8.00 GB usable on RTX 4060" in why
 
 
 def test_every_format_at_once_with_quality(run_app):
