@@ -8,8 +8,11 @@
 - ``models`` / ``corpus``: what to load and what to score it on; ``options``: ``EvaluateOptions``;
 - ``scoring``: the reusable ``Baseline`` and scoring on windows; ``measure``: peak RSS, decode timing;
 - ``runner``: ``evaluate(...)`` and ``cached_result(...)``; ``results``: the versioned JSON schema and cache;
+  ``bounds``: the ranges, nesting and output-path checks results files are held to;
+- ``access``: what a shared link may load (presets, Hub ids, operator-allowed paths);
 - ``plan``: run planning for front ends; ``reference``: published tables; ``cli``: ``python -m evaluation``.
 
 Uses torch and transformers; never streamlit. Depends on ``calculator`` for predicted bytes and recipes.
-``results``, ``plan`` and ``reference`` import without torch, for pages that only read results.
+``results``, ``bounds``, ``access``, ``plan`` and ``reference`` import without torch, for pages that only read
+results.
 """
