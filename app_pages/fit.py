@@ -304,7 +304,8 @@ def _every_format(choice: ModelChoice, inputs: dict) -> None:
     rows = fit_views.every_format(choice.ref, setup, inputs["context"], inputs["batch"], inputs["opts"])
     st.markdown(f"**Every common file type of {choice.label} on {setup.label} at {inputs['context']:,} tokens**")
     st.dataframe(fit_views.styled_every_format(rows), hide_index=True, key="fit_every_format",
-                 column_config=fit_views.EVERY_FORMAT_COLUMNS, column_order=list(fit_views.EVERY_FORMAT_COLUMNS))
+                 column_config=fit_views.EVERY_FORMAT_COLUMNS, column_order=list(fit_views.EVERY_FORMAT_COLUMNS),
+                 row_height=35, height=35 * (len(rows) + 1) + 3)  # every row on screen, the best one included
     best = next((r for r in rows if r["best"]), None)
     st.caption(("★ best: the lowest KLD that fits entirely on the GPU(s). " if best else
                 "None of these fits entirely on the GPU(s). ") +

@@ -4,6 +4,7 @@
 Starts ``streamlit run app.py`` on a free localhost port and photographs each page in headless Debian
 Chromium (/usr/bin/chromium through playwright, as the browser test does; never ``playwright install``).
 A desktop shot is the whole page; a phone shot is the first three screens (what a thumb scrolls through).
+``quality-chart.png`` is the Quality chart as its PNG download gives it (title and source line included).
 Run: ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--only fit,memory]``.
 """
 
@@ -39,6 +40,14 @@ SHOTS = [
 ]
 
 
+def _download_png(page, key_class: str, target: Path) -> Path:
+    """Click a chart's PNG download button (rendered by kaleido on the server) and save the file."""
+    with page.expect_download(timeout=120_000) as download:
+        page.locator(f"{key_class} button").first.click()  # .first: a tooltip keeps a hidden copy
+    download.value.save_as(target)
+    return target
+
+
 def shoot(out_dir: Path, only: set[str] | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -50,7 +59,7 @@ def shoot(out_dir: Path, only: set[str] | None = None) -> list[Path]:
             if only and name not in only:
                 continue
             for suffix, (width, height) in SIZES.items():
-                page = browser.new_page(viewport={"width": width, "height": height})
+                page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
                 page.goto(url + path)
                 page.locator(ready).first.wait_for(timeout=90_000)
                 wait_idle(page, 90_000)
@@ -63,6 +72,8 @@ def shoot(out_dir: Path, only: set[str] | None = None) -> list[Path]:
                 target = out_dir / f"{name}{suffix}.png"
                 page.screenshot(path=str(target))
                 written.append(target)
+                if name == "quality" and not suffix:
+                    written.append(_download_png(page, ".st-key-quality_chart_dl_png", out_dir / "quality-chart.png"))
                 page.close()
         browser.close()
     return written

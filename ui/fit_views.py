@@ -205,6 +205,12 @@ def _short_verdict(r: FitResult) -> str:
     return "does not fit"
 
 
+def _short_bytes(r: FitResult, setup: GpuSetup) -> int:
+    """Minus what is missing per GPU for everything to sit on the GPUs (after an offload ``headroom_bytes`` is
+    the GPU side's, which would read as room to spare). The run's bytes split evenly: exact for one GPU."""
+    return setup.gpu.usable_bytes - -(-r.total_bytes // setup.count)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def every_format(ref: tuple[str, str], setup: GpuSetup, context: int, batch: int, opts: FitOptions
                  ) -> list[dict]:
@@ -220,7 +226,8 @@ def every_format(ref: tuple[str, str], setup: GpuSetup, context: int, batch: int
                      "bits_per_weight": r.weight_bytes * 8 / spec.total_params,
                      "total_bytes": r.total_bytes, "total_gb": units.to_gb(r.total_bytes),
                      "per_gpu_gb": units.to_gb(r.per_device_bytes),
-                     "free_gb": units.to_gb(r.headroom_bytes), "decode_tokens_per_s": r.decode_tokens_per_s,
+                     "free_gb": units.to_gb(r.headroom_bytes if r.fits else _short_bytes(r, setup)),
+                     "decode_tokens_per_s": r.decode_tokens_per_s,
                      "kld": kld, "quality_source": source, "fits": r.fits})
     fitting = [row for row in rows if row["fits"]]
     if fitting:
@@ -236,7 +243,9 @@ EVERY_FORMAT_COLUMNS = {
     "verdict": st.column_config.TextColumn("Verdict"),
     "total_gb": st.column_config.NumberColumn("Total GB", format="%.2f", help="Every byte of the run: weights, "
                                               "KV cache, buffers (all GPUs and CPU RAM)"),
-    "free_gb": st.column_config.NumberColumn("Free GB / GPU", format="%+.2f", help="Negative: missing"),
+    "free_gb": st.column_config.NumberColumn("Free GB / GPU", format="%+.2f",
+                                             help="Negative: what is missing per GPU for the whole run to sit on "
+                                                  "the GPU(s) (offloaded rows run anyway, slower)"),
     "decode_tokens_per_s": st.column_config.NumberColumn("Tokens/s", format="%.1f"),
     "kld": st.column_config.NumberColumn("KLD", format="%.4f", help="Mean KL divergence to the unquantized "
                                          "model: lower is better (see Quality source)"),

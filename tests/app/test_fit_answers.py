@@ -86,6 +86,7 @@ def test_every_format_at_once_with_quality(run_app):
     assert len(best) == 1 and best["verdict"].iloc[0] == "fits"
     fitting = table[table["verdict"] == "fits"]
     assert best["kld"].iloc[0] == fitting["kld"].min()  # the highest quality that fits
+    assert (table[table["verdict"] != "fits"]["free_gb"] < 0).all()  # short, not the offloaded GPU side's room
     assert not at.get("plotly_chart")  # only the open view is computed
 
 
