@@ -47,7 +47,8 @@ def parse_engine(value: EngineName | str) -> EngineName:
     try:
         return EngineName(key)
     except ValueError:
-        raise ValueError(f"engine {value!r} is not known; choose one of {', '.join(e.value for e in EngineName)}") from None
+        choices = ", ".join(e.value for e in EngineName)
+        raise ValueError(f"engine {value!r} is not known; choose one of {choices}") from None
 
 
 @functools.cache
