@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from calculator import placement, speed
+from calculator.companions import CompanionRow, Companions
 from calculator.engines.base import DeviceMemory, Layout
 from calculator.engines.registry import EngineName, get_engine, parse_engine
 from calculator.hardware import GpuSetup, GpuSpec, get_gpu
@@ -91,6 +92,9 @@ class FitOptions:
     """LoRA/QLoRA adapter rank."""
     lora_targets: tuple[str, ...] = PEFT_DEFAULT_TARGETS
     """LoRA/QLoRA target modules (Hugging Face names, or ``all-linear``)."""
+    companions: Companions | None = None
+    """A projector (``--mmproj``) and/or draft model (``-md``) loaded beside the model, placed where llama.cpp
+    puts them (``calculator.companions``); llama.cpp and Ollama (projector only) model them."""
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: normalise once, here
@@ -102,6 +106,13 @@ class FitOptions:
         set_field(self, "precision", parse_precision(self.precision))
         targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else self.lora_targets
         set_field(self, "lora_targets", tuple(str(t) for t in targets))
+        if self.companions is not None:
+            if not isinstance(self.companions, Companions):
+                raise ValueError(f"companions must be Companions.of(mmproj=..., draft=...), got {self.companions!r}")
+            if self.mode is not TrainingMode.INFERENCE or self.engine not in (EngineName.LLAMA_CPP, EngineName.OLLAMA) \
+                    or (self.engine is EngineName.OLLAMA and self.companions.has_draft):
+                raise ValueError(f"--mmproj/--draft are modelled for inference with llama.cpp (Ollama: --mmproj only), "
+                                 f"not {self.engine.value} {self.mode.value}: use --engine llama.cpp or leave them out")
         if self.ubatch is not None:
             check_int("ubatch (prompt tokens per step)", self.ubatch, high=MAX_CONTEXT_TOKENS,
                       example=f"{DEFAULT_UBATCH}, or None")
@@ -172,6 +183,8 @@ class FitResult:
     """What the engine did that the user may not expect, one line each."""
     engine_report: tuple[tuple[str, object], ...] = ()
     """Engine-specific extras (Ollama: its own estimate and why it differs)."""
+    companions: tuple[CompanionRow, ...] = ()
+    """``--mmproj`` / ``-md`` rows, each with the devices that hold it (counted in their totals and verdict)."""
 
     @property
     def fits(self) -> bool:
@@ -179,8 +192,9 @@ class FitResult:
 
     @property
     def total_bytes(self) -> int:
-        """Every byte of the run, all devices and CPU RAM together."""
-        return self.weight_bytes + self.kv_cache_bytes + self.overhead_bytes + self.training_bytes
+        """Every byte of the run, all devices and CPU RAM together (companion files included)."""
+        return (self.weight_bytes + self.kv_cache_bytes + self.overhead_bytes + self.training_bytes
+                + sum(c.total_bytes for c in self.companions))
 
     @property
     def headroom_bytes(self) -> int:
@@ -232,6 +246,8 @@ class FitResult:
         data["host"] = self.host.to_dict() if self.host is not None else None
         if self.engine_report:
             data["engine_report"] = dict(self.engine_report)
+        if self.companions:
+            data["companions"] = [c.to_dict() for c in self.companions]
         return data
 
 
@@ -407,4 +423,5 @@ def fit(
         engine_settings=lay.settings,
         engine_notes=lay.notes,
         engine_report=lay.extras,
+        companions=lay.companions,
     )

@@ -17,11 +17,10 @@ from calculator import units
 from calculator.cli.common import (
     add_command,
     add_model_arguments,
-    companion_lines,
-    companions_from_args,
     emit,
     model_input,
 )
+from calculator.companions import Companions
 from calculator.engines.base import FlashAttention
 from calculator.engines.llama_cpp import LlamaCppOptions, SplitMode
 from calculator.engines.llama_cpp_rules import LlamaCppBuild
@@ -32,6 +31,7 @@ from calculator.engines.sglang import SglangSettings
 from calculator.engines.transformers import TransformersSettings
 from calculator.engines.vllm import VllmSettings
 from calculator.fit import FitOptions, FitResult, Verdict, fit
+from calculator.gguf_model import load_gguf
 from calculator.hardware import DEFAULT_CPU_BANDWIDTH_GB_PER_S, GpuSetup, get_gpu, with_wired_limit
 from calculator.runtime import DEFAULT_CUDA_CONTEXT_BYTES, DEFAULT_UBATCH, CacheType
 from calculator.search import advise, best_format
@@ -132,15 +132,27 @@ def _device_lines(r: FitResult) -> list[str]:
     """Per device as the engine's log prints it (MiB), with the CUDA context it does not print."""
     if not r.devices:
         return []
+    every = (*r.devices, *((r.host,) if r.host is not None else ()))
+    files = any(d.companion_bytes for d in every)  # --mmproj / --draft: a column only when there are some
     lines = [f"{'per device (MiB)':<18}{'weights':>10} {'KV cache':>10} {'compute':>10} {'output':>10} "
-             f"{'context':>10} {'total':>10} {'usable':>10}  layers"]
-    for d in (*r.devices, *((r.host,) if r.host is not None else ())):
+             f"{'context':>10} {'files' if files else '':>{10 if files else 0}}{' ' if files else ''}"
+             f"{'total':>10} {'usable':>10}  layers"]
+    for d in every:
         usable = _mib(d.usable_bytes) if d.usable_bytes is not None else f"{'-':>10}"
         label = f"{d.name} {d.device}" if d.name != "host" else "host (CPU RAM)"
         lines.append(f"  {label[:16]:<16}{_mib(d.weights_bytes)} {_mib(d.kv_cache_bytes)} {_mib(d.compute_bytes)} "
-                     f"{_mib(d.output_bytes)} {_mib(d.context_bytes + d.extra_bytes)} {_mib(d.total_bytes)} "
+                     f"{_mib(d.output_bytes)} {_mib(d.context_bytes + d.extra_bytes)} "
+                     f"{_mib(d.companion_bytes) + ' ' if files else ''}{_mib(d.total_bytes)} "
                      f"{usable}  {d.layers}{' + output' if d.holds_output else ''}")
     return lines
+
+
+def _companion_lines(r: FitResult) -> list[str]:
+    """One line per ``--mmproj`` / ``--draft`` row: its bytes, their terms, and the devices that hold them."""
+    return [f"{c.role.value + ':':<18}{units.fmt_bytes(c.total_bytes)} on "
+            f"{', '.join(f'{name} {units.fmt_gb(b)}' for name, b in c.placement)}  ({c.name}: weights "
+            f"{units.fmt_gb(c.weight_bytes)}" + (f", KV cache {units.fmt_gb(c.kv_cache_bytes)}, compute "
+            f"{units.fmt_gb(c.compute_buffer_bytes)}" if c.kv_cache_bytes else "") + ")" for c in r.companions]
 
 
 def _serving_lines(r: FitResult) -> list[str]:
@@ -252,10 +264,10 @@ def run(args: argparse.Namespace) -> None:
     context = args.num_ctx or args.context
     if context is None:
         context = default_num_ctx(setup) if options.engine is EngineName.OLLAMA else 4096
-    extras = companions_from_args(args, context, args.batch, options.kv_type)  # --mmproj, --draft rows
-    if extras:
-        extra = options.extra_overhead_bytes + sum(r.total_bytes for r in extras)
-        options = replace(options, extra_overhead_bytes=extra)
+    if args.mmproj or args.draft:  # placed by the engine where llama.cpp puts them (calculator.companions)
+        options = replace(options, companions=Companions.of(
+            mmproj=load_gguf(args.mmproj) if args.mmproj else None, draft=load_gguf(args.draft) if args.draft else None,
+            mmproj_offload=not args.no_mmproj_offload))
     result = fit(spec, chosen.fmt, setup, context, args.batch, options=options)
     best = None
     advice = ()
@@ -269,9 +281,7 @@ def run(args: argparse.Namespace) -> None:
     # a serving engine's own numbers go to the top: kv_cache_bytes is then its KV pool of one GPU
     data["best_format"] = best
     data["advice"] = [a.to_dict() for a in advice]
-    if extras:
-        data["companions"] = [r.to_dict() for r in extras]
-    emit(args, data, "\n".join([_text(result, best, advice), *companion_lines(extras)]))
+    emit(args, data, "\n".join([_text(result, best, advice), *_companion_lines(result)]))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -296,6 +306,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"CPU RAM bandwidth in GB/s for offloaded layers (default {DEFAULT_CPU_BANDWIDTH_GB_PER_S})")
     p.add_argument("--kv-type", default="fp16",
                    help=f"KV cache type (K and V): {', '.join(c.value for c in CacheType)}")
+    p.add_argument("--no-mmproj-offload", action="store_true",
+                   help="keep the --mmproj projector in host memory (llama.cpp --no-mmproj-offload)")
     p.add_argument("--overhead-gib", type=float, default=0.0,
                    help="extra GiB to reserve per GPU on top of the modelled overhead (default 0)")
     p.add_argument("--cuda-context-mib", type=float, default=DEFAULT_CUDA_CONTEXT_BYTES / units.MiB,

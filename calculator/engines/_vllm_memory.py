@@ -44,6 +44,8 @@ increase: A GiB; non-torch forward increase memory: N GiB; weights memory: W GiB
 
 from __future__ import annotations
 
+import re
+
 from calculator import units
 from calculator.engines import _cuda
 from calculator.engines._vllm_kv import KVPool
@@ -169,6 +171,24 @@ def _quant_method(fmt: str | StoredWeights) -> str:
             Family.MICROSCALING: f.name, Family.GGUF: "gguf"}.get(f.family, "compressed-tensors")
 
 
+_VLLM_GGUF_DOC = "docs.vllm.ai/en/latest/features/quantization/gguf"
+_SPLIT_PART = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+
+
+def _stored_gguf_check(stored: StoredWeights) -> str:
+    """A GGUF file as stored: vLLM "only supports loading single-file GGUF models" and its GGUF support "is
+    highly experimental and under-optimized" (``_VLLM_GGUF_DOC``). A split file is refused in one line; a
+    single file is sized as stored, with that warning. A safetensors checkpoint as stored passes ("")."""
+    if not stored.source.startswith("GGUF header of "):
+        return ""
+    name = stored.source.removeprefix("GGUF header of ")
+    if _SPLIT_PART.search(name):
+        raise ValueError(f"vLLM loads single-file GGUF models only, and {name} is one part of a split file: merge "
+                         f"the parts with llama-gguf-split --merge, or use --engine llama.cpp ({_VLLM_GGUF_DOC})")
+    return (f"vLLM's GGUF support is highly experimental and under-optimized ({_VLLM_GGUF_DOC}): {name} is "
+            "sized as stored; llama.cpp is the engine GGUF files are made for")
+
+
 _MIN_CAPABILITY = {"fp8": (8, 0), "awq": (7, 5), "bitsandbytes": (7, 0), "mxfp4": (8, 0)}
 _MARLIN = "Weight-only {} compression will be used leveraging the Marlin kernel"
 _NATIVE_CAPABILITY = {"fp8": ((8, 9), "FP8", _MARLIN.format("FP8")), "mxfp4": ((10, 0), "FP4", _MARLIN.format("FP4"))}
@@ -180,7 +200,7 @@ def quantization_check(fmt: str | StoredWeights, gpu_name: str, capability: tupl
     if method == "exl2":
         raise ValueError(f"vLLM cannot load EXL2 ({fmt}); serve it with ExLlamaV2/TabbyAPI, or pick GPTQ/AWQ/FP8")
     if method == "stored":
-        return ""
+        return _stored_gguf_check(fmt)
     if capability is None:
         return ""
     major, minor = capability

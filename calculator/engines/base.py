@@ -27,6 +27,7 @@ from calculator.placement import Verdict
 from calculator.runtime import KVCache, Overhead
 
 if TYPE_CHECKING:
+    from calculator.companions import CompanionRow
     from calculator.fit import FitOptions
     from calculator.hardware import GpuSetup
     from calculator.memory import WeightFacts
@@ -87,12 +88,14 @@ class DeviceMemory:
     """Host only, llama.cpp with mmap: the "CPU_Mapped model buffer" a log prints, i.e. the file range from
     the first to the last host tensor (GPU tensors in between included); the RAM really kept is
     ``weights_bytes``."""
+    companion_bytes: int = 0
+    """Files loaded beside the model that sit here (``--mmproj``, ``-md``; ``calculator.companions``)."""
 
     @property
     def total_bytes(self) -> int:
         return (
             self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.output_bytes
-            + self.context_bytes + self.extra_bytes
+            + self.context_bytes + self.extra_bytes + self.companion_bytes
         )
 
     @property
@@ -120,6 +123,8 @@ class DeviceMemory:
         }
         if self.mapped_bytes is not None:
             data["mapped_bytes"] = self.mapped_bytes
+        if self.companion_bytes:
+            data["companion_bytes"] = self.companion_bytes
         return data
 
 
@@ -149,6 +154,8 @@ class Layout:
     """Weights and KV cache of the blocks (and output layer) left in system RAM: what offloading moved."""
     extras: tuple[tuple[str, object], ...] = field(default=(), repr=False)
     """Engine-specific reports (Ollama's own estimate...), JSON-ready."""
+    companions: tuple[CompanionRow, ...] = ()
+    """The ``--mmproj`` / ``-md`` rows, placed (each says which devices hold its bytes)."""
 
     @property
     def fullest(self) -> DeviceMemory:
@@ -161,9 +168,9 @@ class Layout:
 
     @property
     def overhead_bytes(self) -> int:
-        """Everything but weights and KV cache, over devices and host."""
+        """Everything but weights, KV cache and companion files, over devices and host."""
         return sum(
-            d.total_bytes - d.weights_bytes - d.kv_cache_bytes for d in (*self.devices, self.host)
+            d.total_bytes - d.weights_bytes - d.kv_cache_bytes - d.companion_bytes for d in (*self.devices, self.host)
         )
 
     @property

@@ -223,7 +223,7 @@ class LlamaCpp(Engine):
         if all(d.fits for d in full.devices):
             return full
         if not self._place(spec, fmt, wf, setup, context, r, o, lo, 1, verdict_only=True):
-            budget = min(d.usable_bytes - d.context_bytes - d.extra_bytes for d in full.devices)
+            budget = min(d.usable_bytes - d.context_bytes - d.extra_bytes - d.companion_bytes for d in full.devices)
             why = ("the runtime overhead alone exceeds the GPU memory" if budget < 0
                    else "not even one block fits on the GPU")
             return replace(full, verdict=Verdict.DOES_NOT_FIT, why=why, gpu_layers=0)
@@ -302,10 +302,15 @@ class LlamaCpp(Engine):
         nr = nonrepeating(spec, fmt)
         gpu_layer_bytes = sum(wf.layer_bytes[i] for i in on_gpu)
         share = [f / sum(fractions) for f in fractions]
+        companions, comp_dev, comp_host = (), (0,) * n_dev, 0
+        if o.companions is not None:  # --mmproj on GPU 0, -md split like the main model (calculator.companions)
+            companions, comp_dev, comp_host = o.companions.place(
+                o.companions.rows(context, ubatch=r.ubatch, flash_attention=r.flash_attention),
+                tuple(_name(g.backend, d, lo.build) for d, g in enumerate(setup.gpus)), fractions)
         devices = []
         for d, gpu in enumerate(setup.gpus):
             mine = [i for i in on_gpu if layer_dev[i] == d]
-            used = bool(mine) or out_dev == d or (row and bool(on_gpu))
+            used = bool(mine) or out_dev == d or (row and bool(on_gpu)) or comp_dev[d] > 0
             weights = round(gpu_layer_bytes * share[d]) if row else sum(wf.layer_bytes[i] for i in mine)
             weights += nr.output if out_dev == d else 0
             if gpu.backend is Backend.METAL and weights:
@@ -318,6 +323,7 @@ class LlamaCpp(Engine):
                 name=_name(gpu.backend, d, lo.build), device=gpu.name, weights_bytes=weights, kv_cache_bytes=kv_d,
                 compute_bytes=cb.devices[d], output_bytes=0, context_bytes=context_b, usable_bytes=gpu.usable_bytes,
                 layers=len(mine), holds_output=out_dev == d, extra_bytes=o.extra_overhead_bytes if used else 0,
+                companion_bytes=comp_dev[d],
             ))
         fits_devices = all(d.fits for d in devices)
         if verdict_only:
@@ -335,7 +341,7 @@ class LlamaCpp(Engine):
             name=HOST, device="CPU RAM", weights_bytes=host_weights, kv_cache_bytes=host_kv, compute_bytes=cb.host,
             output_bytes=output_buffer_bytes(spec, r.n_seq, lo.embeddings), context_bytes=0, usable_bytes=ram,
             layers=len(host_layers), holds_output=out_dev < 0,
-            mapped_bytes=mapped_span_bytes(nr, layer_dev, out_dev) if lo.mmap else None,
+            mapped_bytes=mapped_span_bytes(nr, layer_dev, out_dev) if lo.mmap else None, companion_bytes=comp_host,
         )
         all_gpu = not host_layers and out_dev >= 0
         why = ""
@@ -372,7 +378,7 @@ class LlamaCpp(Engine):
             engine=self.name, verdict=verdict, devices=tuple(devices), host=host, kv=kv, overhead=overhead,
             gpu_layers=len(on_gpu), output_on_gpu=out_dev >= 0, layer_devices=layer_dev, settings=settings,
             notes=tuple(notes), why=why,
-            offloaded_bytes=host_weights - nr.token_embd - nr.other + host_kv,
+            offloaded_bytes=host_weights - nr.token_embd - nr.other + host_kv, companions=companions,
         )
 
     # Speed

@@ -165,7 +165,10 @@ def test_mmproj_and_draft_rows(gguf_hub):
     assert [c["total_bytes"] for c in data["companions"]] == [r.total_bytes for r in rows]
     plain = json.loads(_cli(gguf_hub, "fit", "--gguf", "acme/tiny-GGUF:tiny-F16.gguf", "--gpu", "RTX 4090",
                             "--json").stdout)
-    assert data["overhead_bytes"] - plain["overhead_bytes"] == sum(r.total_bytes for r in rows)
+    # separate rows on the device that holds them (one GPU here), not a per-GPU overhead
+    assert data["overhead_bytes"] == plain["overhead_bytes"]
+    assert data["total_bytes"] - plain["total_bytes"] == sum(r.total_bytes for r in rows)
+    assert data["devices"][0]["companion_bytes"] == sum(r.total_bytes for r in rows)
 
 
 # --------------------------------------------------------------------------- failures: one line each
