@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from calculator import units
-from calculator.companions import CompanionRow, companion_rows
 from calculator.models import ModelSpec, resolve_model
 from calculator.stored import StoredWeights
 
@@ -85,19 +83,3 @@ def model_input(args: argparse.Namespace) -> ModelInput:
         raise ValueError("--format is required with --model (e.g. Q4_K_M, fp16, int4-g128); or give --gguf to "
                          "size a GGUF file as stored")
     return ModelInput(resolve_model(args.model), args.format)
-
-
-def companions_from_args(args: argparse.Namespace, context: int, batch: int, kv_type: str) -> tuple[CompanionRow, ...]:
-    """The ``--mmproj`` / ``--draft`` rows of a fit at this context, batch and KV cache type."""
-    from calculator.gguf_model import load_gguf
-
-    mmproj = load_gguf(args.mmproj) if getattr(args, "mmproj", None) else None
-    draft = load_gguf(args.draft) if getattr(args, "draft", None) else None
-    return companion_rows(mmproj=mmproj, draft=draft, context=context, batch=batch, kv_type=kv_type)
-
-
-def companion_lines(rows: tuple[CompanionRow, ...]) -> list[str]:
-    """One text line per companion row, to print under a fit's breakdown."""
-    return [f"{row.role.value + ':':<18}{units.fmt_bytes(row.total_bytes)}  ({row.name}: weights "
-            f"{units.fmt_gb(row.weight_bytes)}" + (f", KV cache {units.fmt_gb(row.kv_cache_bytes)}, compute "
-            f"{units.fmt_gb(row.compute_buffer_bytes)}" if row.kv_cache_bytes else "") + ")" for row in rows]
