@@ -2,13 +2,17 @@
 
 File layout (schema in ``assets/results/SCHEMA.md``)::
 
-    {"schema": "quantfit.evaluation.results", "schema_version": 2, "results": [ {...}, ... ]}
+    {"schema": "quantfit.evaluation.results", "schema_version": 3, "results": [ {...}, ... ],
+     "failures": [ {...}, ... ]}                                  # "failures": optional (sweeps)
 
 The dataclasses here *are* the schema: ``load_results`` checks every field against its annotation (type,
 null only where ``| None``, enum values, nested records, no unknown fields, no NaN, a size cap) and
 raises ``ValueError`` naming the first problem as a dotted path (``quality.ppl``), so a page can show a
 hand-edited or truncated file as one clear line. Version 1 files (quality figures flat in the result,
-before ``quality`` grouped them) are read too, by moving those fields into ``quality``. Writes are atomic
+before ``quality`` grouped them) are read too, by moving those fields into ``quality``. Version 3 adds
+one optional field, ``runtime`` (the method's own file run by an inference engine: GGUF through
+llama.cpp); a file is written at the lowest version that holds its content (3 only when a result has
+``runtime``), so older quantfit versions keep reading every other file. Writes are atomic
 (temporary file + ``os.replace``), so an interrupted sweep leaves the previous complete file.
 ``ResultCache`` keeps one such file per result key.
 
@@ -32,8 +36,10 @@ from typing import Any
 from evaluation.bounds import MAX_RESULTS, check_depth, check_output_path, check_range
 
 SCHEMA = "quantfit.evaluation.results"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+RUNTIME_VERSION = 3
+"""The first version with ``Result.runtime``; files without it are still written as version 2."""
 KEY_VERSION = 1
 """Part of every cache key. The file schema changed in version 2 but what a result depends on did not, so
 results cached under version 1 keys are still found."""
@@ -135,6 +141,39 @@ class QualityMetrics:
 
 
 @dataclass(frozen=True)
+class RuntimeQuality:
+    """The method's own file run by an inference engine on the same token ids, against the same baseline.
+
+    GGUF methods: llama.cpp (llama-cpp-python, ``logits_all``) on the quantized GGUF. Its CPU kernels also
+    quantize the activations, so this is what llama.cpp's users get; ``Result.quality`` is the weights
+    alone (dequantized into transformers). ``floor``: the engine on the baseline's own weights (the source
+    GGUF, or the baseline as an F32 GGUF) against the baseline, i.e. the engine's cost before any
+    quantization of the method's (``floor_file`` says which file; None when it could not be measured).
+    """
+
+    engine: str
+    """``llama.cpp``."""
+    engine_version: str
+    """The binding's version, e.g. ``llama-cpp-python 0.3.36``."""
+    quality: QualityMetrics
+    eval_seconds: float
+    floor: QualityMetrics | None = None
+    floor_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A sweep cell that kept failing (after its retries): kept beside the results, never instead of them."""
+
+    model: str
+    corpus: str
+    method_id: str
+    error: str
+    """The last error, one line (``ValueError: group size 256 fits no layer ...``)."""
+    attempts: int
+
+
+@dataclass(frozen=True)
 class Result:
     """Everything one method's evaluation measured, with what it was measured on.
 
@@ -169,6 +208,8 @@ class Result:
     notes: list[str]
     env: dict
     created: str
+    runtime: RuntimeQuality | None = None
+    """Schema version 3, optional: the method as an inference engine runs it (GGUF: llama.cpp)."""
 
     @property
     def predicted_error_pct(self) -> float | None:
@@ -178,8 +219,11 @@ class Result:
         return 100.0 * (self.measured_bytes / self.predicted_bytes - 1.0)
 
     def to_dict(self) -> dict:
-        """The version-2 JSON object (enums as their string values)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The JSON object (enums as their string values); ``runtime`` only when present (version 3)."""
+        data = json.loads(json.dumps(asdict(self)))
+        if data["runtime"] is None:
+            del data["runtime"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "result", version: int = SCHEMA_VERSION) -> Result:
@@ -260,7 +304,7 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         if not dataclasses.is_dataclass(values[f.name]):  # records check their own fields
             check_depth(where, path, values[f.name])
             check_range(where, path, values[f.name])
-        for key in _DICT_REQUIRED.get(path, ()):
+        for key in _DICT_REQUIRED.get(path, ()) if isinstance(value, dict) else ():
             if key not in value:
                 raise ValueError(f"{where}: required field '{path}.{key}' is missing")
     unknown = set(data) - {f.name for f in fields(cls)}
@@ -295,26 +339,53 @@ def _upgrade_v1(row: Any, where: str) -> Any:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def results_document(results: list[Result]) -> dict:
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
+def results_document(results: list[Result], failures: list[Failure] = ()) -> dict:
+    """The file's JSON: version 3 when a result has ``runtime``, else 2 (readable by older quantfit);
+    ``failures`` (a sweep's) only when there are some."""
+    version = RUNTIME_VERSION if any(r.runtime is not None for r in results) else 2
+    doc = {"schema": SCHEMA, "schema_version": version, "results": [r.to_dict() for r in results]}
+    if failures:
+        doc["failures"] = [asdict(f) for f in failures]
+    return doc
 
 
-def parse_results(data: Any, where: str = "results") -> list[Result]:
-    """Validate a decoded results document (schema version 1 or 2) and return its results."""
+def _check_document(data: Any, where: str) -> int:
+    """The schema version of a decoded results document, or ValueError naming what is wrong."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a JSON object with schema, schema_version and results")
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{where}: not a quantfit results file (schema {data.get('schema')!r}, expected {SCHEMA!r})")
     version = data.get("schema_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise ValueError(f"{where}: schema_version {version!r} is not supported (this quantfit reads {readable})")
     rows = data.get("results")
     if not isinstance(rows, list):
         raise ValueError(f"{where}: 'results' must be a list")
     if len(rows) > MAX_RESULTS:
         raise ValueError(f"{where}: {len(rows):,} results, over the limit of {MAX_RESULTS:,} per file")
-    return [Result.from_dict(row, f"{where}: result {i}", version) for i, row in enumerate(rows)]
+    return version
+
+
+def parse_results(data: Any, where: str = "results") -> list[Result]:
+    """Validate a decoded results document (schema version 1, 2 or 3) and return its results."""
+    version = _check_document(data, where)
+    rows = data["results"]
+    results = [Result.from_dict(row, f"{where}: result {i}", version) for i, row in enumerate(rows)]
+    if version < RUNTIME_VERSION and any(r.runtime is not None for r in results):
+        raise ValueError(f"{where}: field 'runtime' needs schema_version {RUNTIME_VERSION}, the file says {version}")
+    return results
+
+
+def parse_failures(data: Any, where: str = "results") -> list[Failure]:
+    """The ``failures`` of a decoded results document (empty when it has none)."""
+    _check_document(data, where)
+    rows = data.get("failures", [])
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: 'failures' must be a list")
+    if len(rows) > MAX_RESULTS:
+        raise ValueError(f"{where}: {len(rows):,} failures, over the limit of {MAX_RESULTS:,} per file")
+    return [_build(Failure, row, f"{where}: failure {i}", "") for i, row in enumerate(rows)]
 
 
 def load_results(path: str | Path) -> list[Result]:
@@ -360,9 +431,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_results(path: str | Path, results: list[Result]) -> None:
-    """Write ``results`` as one schema-versioned JSON document, atomically."""
-    _atomic_write_text(Path(path), json.dumps(results_document(results), indent=1, allow_nan=False) + "\n")
+def save_results(path: str | Path, results: list[Result], failures: list[Failure] = ()) -> None:
+    """Write ``results`` (and a sweep's ``failures``) as one schema-versioned JSON document, atomically."""
+    text = json.dumps(results_document(results, failures), indent=1, allow_nan=False) + "\n"
+    _atomic_write_text(Path(path), text)
 
 
 def result_key(parts: dict) -> str:

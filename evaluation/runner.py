@@ -52,6 +52,7 @@ from evaluation.metrics import summarize
 from evaluation.models import ModelSource, dtype_name
 from evaluation.options import EvaluateOptions
 from evaluation.results import ModelInfo, Result, ResultCache, result_key
+from evaluation.runtime import engine_key, runtime_quality
 from evaluation.scoring import (
     Baseline,
     EvaluationStopped,
@@ -97,17 +98,18 @@ def method_key(settings: dict, config: MethodConfig, options: EvaluateOptions, c
     """The cache key of one method's result under ``settings`` (``run_settings``)."""
     import transformers
 
-    return result_key(
-        {
-            **settings,
-            "method": method_config_dict(config),
-            "method_id": config.method_id,
-            "calibration": calibration,
-            "decode_tokens": options.decode_tokens,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        }
-    )
+    parts = {
+        **settings,
+        "method": method_config_dict(config),
+        "method_id": config.method_id,
+        "calibration": calibration,
+        "decode_tokens": options.decode_tokens,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if config.runtime_engine is not None:  # the result also holds the engine's scores (schema version 3)
+        parts["runtime"] = engine_key()
+    return result_key(parts)
 
 
 def calculator_format(config: MethodConfig, dtype: torch.dtype) -> str:
@@ -187,10 +189,12 @@ def evaluate_method(
     try:
         storage = measure_storage(baseline.signature, model)
         fallbacks = collect_fallbacks(model)
+        runtime, runtime_note = None, None
         if not is_baseline:
             stats, eval_seconds = score_model(
                 baseline, model, method_id=config.method_id, progress=progress, should_stop=should_stop
             )
+            runtime, runtime_note = runtime_quality(baseline, model)
         prompt = baseline.windows.tokens[:1, :DECODE_PROMPT_TOKENS].to(input_device(model, baseline.device))
         decode_ms = decode_ms_per_token(model, prompt, options.decode_tokens) if options.decode_tokens else None
         peak_rss = peak_rss_bytes()
@@ -229,9 +233,10 @@ def evaluate_method(
         peak_rss_bytes=peak_rss,
         peak_rss_scope=rss_scope,
         fallbacks=fallbacks,
-        notes=_notes(baseline, config, fallbacks, predict_note),
+        notes=_notes(baseline, config, fallbacks, predict_note) + ([runtime_note] if runtime_note else []),
         env=environment(baseline.device),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        runtime=runtime,
     )
 
 

@@ -131,6 +131,8 @@ class Baseline:
     signature: dict[str, ModuleSignature]
     """Each module's type and weight layout, so ``storage.measure_storage`` needs no baseline model."""
     _calibration: dict = field(default_factory=dict, repr=False)
+    runtime_cache: dict = field(default_factory=dict, repr=False)
+    """What ``evaluation.runtime`` measured once per baseline (the llama.cpp floor)."""
 
     @property
     def dtype(self) -> torch.dtype:

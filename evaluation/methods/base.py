@@ -74,6 +74,8 @@ class MethodConfig(abc.ABC):
     """Passed to the calculator's prediction: False = embeddings and lm_head stay in the baseline dtype."""
     bits: ClassVar[int | None] = None
     group_size: ClassVar[int | None] = None
+    runtime_engine: ClassVar[str | None] = None
+    """An inference engine that also runs the method's own file (``evaluation.runtime``; GGUF: llama.cpp)."""
 
     @property
     @abc.abstractmethod

@@ -9,7 +9,8 @@ Two quantizers, chosen by `GGUFConfig.backend`:
 - llama.cpp (`llama_cpp.llama_model_quantize` from llama-cpp-python): every file type with llama.cpp's own
   per-tensor recipe (llama_tensor_get_type in src/llama-quant.cpp) and shape fallbacks, e.g. Q4_K rows
   whose length is not a multiple of 256 become Q5_0, as `llama-quantize` does. The input file holds F32
-  tensors plus the hyper-parameters llama-quantize reads (no vocabulary: it is not meant to be run).
+  tensors plus the hyper-parameters llama.cpp reads, and a placeholder vocabulary of the model's size
+  ("<t0>", "<t1>", ...): llama.cpp is only ever fed token ids, never text.
 - gguf-py (the `gguf` package's numpy reference quantizers, bit-exact with ggml's reference code): the
   legacy and float file types F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0. Each tensor's type is the one the
   calculator's replay of llama.cpp's recipe gives (`calculator.gguf_recipes.gguf_file`, the only copy
@@ -25,7 +26,9 @@ Quantization is row-wise, so this reordering never changes a value.
 
 Measured bytes: `model.checkpoint_bytes_by_tensor` (``evaluation.storage``) maps each GGUF tensor name to
 its data bytes and `model.gguf_tensor_types` to its type name. No importance matrix is used (llama-quantize
-without --imatrix).
+without --imatrix). The quantized file stays next to the model (`model.runtime_file`, deleted with the
+model) so that ``evaluation.runtime`` can also score it as llama.cpp runs it. Files are written one tensor
+at a time (gguf-py's tensor-info-first API), so the F32 copy of the model is never in memory at once.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -52,6 +57,8 @@ from evaluation.methods.base import MethodConfig, MethodFamily, register_method
 from evaluation.storage import CHECKPOINT_BYTES_ATTR
 
 TYPES_ATTR = "gguf_tensor_types"
+RUNTIME_FILE_ATTR = "runtime_file"
+"""Model attribute: the quantized GGUF file, kept until the model is collected (``evaluation.runtime``)."""
 
 # File types whose recipe includes tensor types llama.cpp refuses to make without an importance matrix
 # (llama-quant.cpp tensor_requires_imatrix: IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ3_XXS, and Q2_K in Q2_K_S;
@@ -87,6 +94,7 @@ class GGUFConfig(MethodConfig):
     id_pattern: ClassVar[re.Pattern[str]] = re.compile(r"gguf-(?P<file_type>\w+)")
     id_syntax: ClassVar[str] = "gguf-<file type> (gguf-Q4_K_M), or a quantized file type alone (Q4_K_M)"
     examples: ClassVar[tuple[str, ...]] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
+    runtime_engine: ClassVar[str] = "llama.cpp"
 
     def __post_init__(self) -> None:
         # File type names, ids and default tensor types come from the calculator's llama.cpp tables.
@@ -184,7 +192,7 @@ class _Layout:
     permute_heads: dict[str, int]  # GGUF name -> n_head used by permute_qk (attn_q: heads, attn_k: kv heads)
 
 
-def _layout(model: nn.Module) -> _Layout:
+def gguf_layout(model: nn.Module) -> _Layout:
     cfg = model.config
     if cfg.model_type not in _ARCHS:
         raise ValueError(
@@ -206,8 +214,15 @@ def _layout(model: nn.Module) -> _Layout:
     return _Layout(arch, names, heads)
 
 
+def rope_theta(cfg) -> float:
+    """RoPE base frequency of a transformers config (``rope_parameters`` in transformers 5, else ``rope_theta``)."""
+    params = getattr(cfg, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+
+
 def _add_hparams(writer: gguf.GGUFWriter, cfg, file_type: str) -> None:
-    """The hyper-parameters llama.cpp's load_hparams needs for llama/qwen2 (keys as convert_hf_to_gguf)."""
+    """The hyper-parameters llama.cpp's load_hparams needs for llama/qwen2 (keys as convert_hf_to_gguf), and a
+    placeholder vocabulary of the model's size (llama.cpp loads one; only token ids are ever fed)."""
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -218,19 +233,59 @@ def _add_hparams(writer: gguf.GGUFWriter, cfg, file_type: str) -> None:
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(rope_theta(cfg))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(FILE_TYPES[file_type].ftype.value)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])
+    writer.add_token_scores([0.0] * cfg.vocab_size)
+    writer.add_token_types([gguf.TokenType.NORMAL] * cfg.vocab_size)
 
 
 def _gguf_arrays(model: nn.Module, layout: _Layout):
-    """(GGUF name, float32 array in GGUF row order) for every parameter."""
+    """(GGUF name, float32 array in GGUF row order) for every parameter, one at a time."""
     for name, param in model.named_parameters():
         gguf_name = layout.names[name]
         arr = param.detach().float().cpu().numpy()
         if gguf_name in layout.permute_heads:
             arr = permute_qk(arr, layout.permute_heads[gguf_name])
         yield gguf_name, arr
+
+
+def write_gguf(model: nn.Module, layout: _Layout, path: str, file_type: str, types: dict[str, T]) -> None:
+    """Write a runnable GGUF of ``model`` (``layout`` from ``gguf_layout``) to ``path``, each parameter as the
+    type ``types`` names (F32, F16 or a gguf-py quantized type), one tensor at a time: infos first (sizes
+    by ggml's block arithmetic), then each tensor's data."""
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[layout.arch])
+    _add_hparams(writer, model.config, file_type)
+    for name, param in model.named_parameters():
+        gguf_name, qtype = layout.names[name], types[layout.names[name]]
+        shape = tuple(param.shape)
+        if qtype in (T.F32, T.F16):
+            dtype = np.float32 if qtype is T.F32 else np.float16
+            writer.add_tensor_info(gguf_name, shape, np.dtype(dtype), param.numel() * np.dtype(dtype).itemsize)
+        else:
+            byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, qtype)
+            writer.add_tensor_info(gguf_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for gguf_name, arr in _gguf_arrays(model, layout):
+        qtype = types[gguf_name]
+        if qtype is T.F16:
+            arr = arr.astype(np.float16)
+        elif qtype is not T.F32:
+            try:
+                arr = gguf.quants.quantize(arr, qtype)
+            except NotImplementedError:
+                writer.close()
+                raise ValueError(
+                    f"GGUF {file_type}: llama.cpp stores {gguf_name} {arr.shape} as {qtype.name}, which gguf-py "
+                    "cannot quantize; install llama-cpp-python==0.3.36 and use backend 'llama.cpp'"
+                ) from None
+        writer.write_tensor_data(arr)
+    writer.close()
 
 
 def recipe(model: nn.Module, layout: _Layout, file_type: str) -> GGUFFile:
@@ -268,39 +323,14 @@ def _record_fallbacks(model: nn.Module, layout: _Layout, plan: GGUFFile, types: 
 
 def _write_gguf_py(model: nn.Module, layout: _Layout, plan: GGUFFile, path: str) -> None:
     """Write the file with gguf-py's reference quantizers, each tensor in the type ``plan`` gives it."""
-    file_type = plan.file_type
-    types = {name: T[type_name] for name, type_name, _ in plan.tensor_types}
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[layout.arch])
-    _add_hparams(writer, model.config, file_type)
-    for gguf_name, arr in _gguf_arrays(model, layout):
-        qtype = types[gguf_name]
-        try:
-            data = gguf.quants.quantize(arr, qtype)
-        except NotImplementedError:
-            raise ValueError(
-                f"GGUF {file_type}: llama.cpp stores {gguf_name} {arr.shape} as {qtype.name}, which gguf-py "
-                "cannot quantize; install llama-cpp-python==0.3.36 and use backend 'llama.cpp'"
-            ) from None
-        writer.add_tensor(gguf_name, data, raw_dtype=None if qtype in (T.F32, T.F16) else qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_gguf(model, layout, path, plan.file_type, {name: T[t] for name, t, _ in plan.tensor_types})
 
 
 def _quantize_llama_cpp(model: nn.Module, layout: _Layout, file_type: str, path: str, tmp: str) -> None:
     import llama_cpp
 
     source = os.path.join(tmp, "source-f32.gguf")
-    writer = gguf.GGUFWriter(source, gguf.MODEL_ARCH_NAMES[layout.arch])
-    _add_hparams(writer, model.config, "F32")
-    for gguf_name, arr in _gguf_arrays(model, layout):
-        writer.add_tensor(gguf_name, arr)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
+    write_gguf(model, layout, source, "F32", dict.fromkeys(layout.names.values(), T.F32))
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FILE_TYPES[file_type].ftype.value
     params.nthread = torch.get_num_threads()
@@ -315,6 +345,7 @@ def _quantize_llama_cpp(model: nn.Module, layout: _Layout, file_type: str, path:
     finally:
         if quiet:
             log.setLevel(logging.NOTSET)
+        os.unlink(source)
     if rc != 0:
         raise RuntimeError(
             f"llama_model_quantize to {file_type} failed with code {rc}; to see llama.cpp's messages run "
@@ -360,14 +391,20 @@ def quantize_gguf(model: nn.Module, config: GGUFConfig, calibration: list[torch.
         )
     if backend is GGUFBackend.LLAMA_CPP and not llama_cpp_available():
         raise ValueError("GGUF backend 'llama.cpp' needs llama-cpp-python: pip install llama-cpp-python==0.3.36")
-    layout = _layout(model)
+    layout = gguf_layout(model)
     plan = recipe(model, layout, config.file_type)
-    with tempfile.TemporaryDirectory(prefix="quantfit-gguf-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="quantfit-gguf-")
+    try:
         path = os.path.join(tmp, f"model-{config.file_type}.gguf")
         if backend is GGUFBackend.LLAMA_CPP:
             _quantize_llama_cpp(model, layout, config.file_type, path, tmp)
         else:
             _write_gguf_py(model, layout, plan, path)
         _load_gguf(model, layout, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(model, shutil.rmtree, tmp, True)  # the file lives as long as the model
+    setattr(model, RUNTIME_FILE_ATTR, path)
     _record_fallbacks(model, layout, plan, getattr(model, TYPES_ATTR))
     return model

@@ -199,7 +199,11 @@ def check_fits_some_layer(
 
 
 def swap_linears(model: nn.Module, build: Callable[[str, nn.Linear], nn.Module]) -> nn.Module:
-    """Replace every quantizable Linear by ``build(name, linear)``, in place; returns the model."""
-    for name, linear in quantizable_linears(model):
-        model.set_submodule(name, build(name, linear))
+    """Replace every quantizable Linear by ``build(name, linear)``, in place; returns the model.
+
+    One layer at a time, holding no reference to the ones already replaced, so each float weight is freed
+    as soon as its replacement exists (peak memory: the model plus one layer, not two models).
+    """
+    for name in [name for name, _ in quantizable_linears(model)]:
+        model.set_submodule(name, build(name, model.get_submodule(name)))
     return model

@@ -1,12 +1,13 @@
-"""The results schema: version 2 written and read back, version 1 files (the bundled ones and a saved one
-kept as a fixture) read with every value where version 1 kept it, malformed files refused with the reason,
-the cache, and SCHEMA.md documenting exactly the fields the code has."""
+"""The results schema: version 2 written and read back (version 3 only when a result carries ``runtime``),
+version 1 files (the bundled ones and a saved one kept as a fixture) read with every value where version 1
+kept it, sweep failures beside the results, malformed files refused with the reason, the cache, and
+SCHEMA.md documenting exactly the fields the code has."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,17 @@ import pytest
 from evaluation.results import (
     MAX_RESULTS_FILE_BYTES,
     SCHEMA_VERSION,
+    Failure,
     ModelInfo,
     QualityMetrics,
     Result,
     ResultCache,
     RSSScope,
+    RuntimeQuality,
     WindowsInfo,
     load_results,
     loads_results,
+    parse_failures,
     results_document,
     save_results,
 )
@@ -66,13 +70,38 @@ def test_version_2_round_trip(v1_results, tmp_path):
     path = tmp_path / "saved.json"
     save_results(path, v1_results)
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["schema_version"] == 2 and SCHEMA_VERSION == 3  # nothing here needs version 3
     row = doc["results"][0]
+    assert "runtime" not in row and "failures" not in doc
     assert "ppl" not in row and row["quality"]["ppl"] == v1_results[0].quality.ppl
     assert row["quality"]["tokens"] == row["windows"]["scored_tokens"]
     assert row["model"]["kind"] == "preset-gguf" and row["peak_rss_scope"] == "method"  # enums as strings
     assert load_results(path) == v1_results
     assert not [p for p in tmp_path.iterdir() if p.name != "saved.json"]  # no temp file left
+
+
+def _runtime(result: Result) -> Result:
+    q = result.quality
+    floor = replace(q, kld_mean=0.003, top1_agreement=0.96)
+    return replace(result, runtime=RuntimeQuality("llama.cpp", "llama-cpp-python 0.3.36", q, 12.5, floor, "x.gguf"))
+
+
+def test_version_3_round_trip_with_runtime_and_failures(v1_results, tmp_path):
+    path = tmp_path / "sweep.json"
+    rows = [_runtime(v1_results[0]), *v1_results[1:]]
+    failures = [Failure("smollm2-135m", "shakespeare", "int4-g256", "ValueError: group size 256 fits no layer", 1)]
+    save_results(path, rows, failures)
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 3 and doc["results"][0]["runtime"]["floor"]["kld_mean"] == 0.003
+    assert "runtime" not in doc["results"][1]
+    assert load_results(path) == rows and parse_failures(doc) == failures
+    doc["schema_version"] = 2
+    with pytest.raises(ValueError, match="field 'runtime' needs schema_version 3, the file says 2"):
+        loads_results(json.dumps(doc))
+    doc["schema_version"] = 3
+    doc["failures"][0]["attempts"] = "twice"
+    with pytest.raises(ValueError, match="failure 0: field 'attempts' must be int"):
+        parse_failures(doc)
 
 
 def _doc(results, version=SCHEMA_VERSION):
@@ -84,7 +113,7 @@ def _doc(results, version=SCHEMA_VERSION):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema_version=99), r"schema_version 99 is not supported \(this quantfit reads 1 and 2\)"),
+        (lambda d: d.update(schema_version=99), r"schema_version 99 is not supported \(this quantfit reads 1, 2, 3\)"),
         (lambda d: d.update(schema_version=True), "schema_version True is not supported"),
         (lambda d: d.update(schema="other"), "not a quantfit results file"),
         (lambda d: d["results"][0]["quality"].pop("ppl"), "required field 'quality.ppl' is missing"),
@@ -101,6 +130,7 @@ def _doc(results, version=SCHEMA_VERSION):
         (lambda d: d["results"][0].update(quality=[]), "field 'quality' must be a JSON object"),
         (lambda d: d.update(results={}), "'results' must be a list"),
         (lambda d: d["results"][0]["quality"].update(kld_mean=None), "'quality.kld_mean' must not be null"),
+        (lambda d: d["results"][0].update(runtime={"engine": "llama.cpp"}), "required field 'runtime.engine_version'"),
     ],
 )
 def test_malformed_results_are_rejected_with_the_reason(v1_results, mutate, message):
@@ -160,7 +190,8 @@ def _documented(section: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("section", "record"),
-    [("RESULT", Result), ("quality", QualityMetrics), ("model", ModelInfo), ("windows", WindowsInfo)],
+    [("RESULT", Result), ("quality", QualityMetrics), ("model", ModelInfo), ("windows", WindowsInfo),
+     ("runtime", RuntimeQuality), ("failures", Failure)],
 )
 def test_schema_md_documents_exactly_the_fields(section, record):
     assert _documented(section) == {f.name for f in fields(record)}

@@ -117,8 +117,9 @@ def test_cached_result_needs_a_cache_dir(tiny_llama_dir):
 
 @pytest.mark.parametrize("name", ["smollm2-135m-shakespeare-sweep.json", "smollm2-135m-shakespeare-gptq-awq-cal4.json"])
 def test_keys_of_results_cached_before_schema_2_are_found(name, tmp_path):
-    """Every bundled (schema version 1) result's key is what the runner computes today for the same
-    settings: a cache filled before the schema change is still hit."""
+    """Every bundled result's key is what the runner computes today for the same settings: a cache filled
+    before the schema changes is still hit. Except GGUF results made before llama.cpp scored them too
+    (schema version 3's ``runtime``): their keys name the engine now, so they are measured again."""
     for r in load_results(RESULTS_DIR / name):
         options = EvaluateOptions(
             n_ctx=r.windows.n_ctx, max_tokens=r.windows.max_tokens, scoring=r.windows.scoring, dtype=r.model.dtype,
@@ -128,7 +129,10 @@ def test_keys_of_results_cached_before_schema_2_are_found(name, tmp_path):
         config = parse_method(r.method_id)
         key = runner.method_key(runner.run_settings(source, corpus, options), config, options,
                                 runner.calibration_spec(config, corpus, options))  # fmt: skip
-        assert key == r.key, r.method_id
+        if r.family == "gguf" and r.runtime is None:
+            assert key != r.key, r.method_id
+        else:
+            assert key == r.key, r.method_id
 
 
 def test_should_stop_keeps_finished_results(baseline):
@@ -183,7 +187,7 @@ def test_keys_depend_on_every_setting(baseline):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_ctx": 4}, "n_ctx 4 must be a whole number >= 8"),
+        ({"n_ctx": 4}, "n_ctx 4 must be a whole number from 8 to"),
         ({"n_ctx": 512, "max_tokens": 256}, "max_tokens 256 is less than one window of n_ctx 512"),
         ({"decode_tokens": -1}, "decode_tokens -1 must be a whole number >= 0"),
         ({"calibration_samples": 0}, "calibration_samples 0 must be a whole number >= 1"),
