@@ -33,7 +33,7 @@ PARAMS_FORMATS = _FAMILY_HEAD + ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "IQ4_XS
 FILE_TYPE_LABEL = "GGUF file type"
 # Formats a link may add to the table (each GGUF file type replays its recipe over every tensor). A comment,
 # not a docstring: Streamlit's magic would print a bare string on the page.
-MAX_ADDED_FORMATS = 12
+MAX_ADDED_FORMATS = 8
 
 
 def _row(mem: WeightMemory, is_file_type: bool) -> dict:
