@@ -123,7 +123,7 @@ def test_too_many_added_formats(app):
 
     at, _ = app("memory", add=sorted(FILE_TYPES)[:20])
     warnings, _ = shown_text(at)
-    assert "The link lists 20 added formats; only the first 12 are shown." in warnings
+    assert "The link lists 20 added formats; only the first 8 are shown." in warnings
 
 
 @settings(max_examples=5, deadline=None)
