@@ -1,9 +1,12 @@
-"""``python -m evaluation``: run methods on a model and corpus, list methods, show a results file.
+"""``python -m evaluation``: run methods on a model and corpus, sweep models x corpora x methods (in-process
+or on Ray), list methods, show a results file (local or from a Hub dataset repo), push one to the Hub.
 
     python -m evaluation run --model smollm2-135m --corpus shakespeare --methods int8,int4-g32 \\
         --tokens 4096 --out results.json
+    python -m evaluation sweep --plan plan.toml --ray auto --out sweep.json     # evaluation.sweep
     python -m evaluation methods
-    python -m evaluation show results.json
+    python -m evaluation show results.json           # or: show --repo acme/quant-evals
+    python -m evaluation push sweep.json --repo acme/quant-evals                # evaluation.hub
 
 Bad input ends with one line on stderr and exit status 1 (no traceback); results finished before the
 error or an interrupt (Ctrl-C, status 130) stay in ``--out`` and in the cache, so the same command
@@ -19,6 +22,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from evaluation import hub, sweep
 
 DEFAULT_METHODS = "int8,int8-dyn,int4-g32,int4-g64,rtn-4b-g64-asym,rtn-3b-g64-asym,nf4"
 
@@ -137,6 +142,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         decode_tokens=args.decode_tokens,
         calibration_samples=args.calibration_samples or DEFAULT_CALIBRATION_SAMPLES,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
+        logits_storage=args.logits_storage,
     )
     configs = parse_methods(args.methods)
     if not any(isinstance(c, BaselineConfig) for c in configs):
@@ -219,7 +227,14 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     from evaluation.results import load_results
 
-    results = load_results(args.path)
+    if args.repo:
+        loaded = hub.repo_results(args.repo, filename=args.path, revision=args.revision)
+        print(hub.describe(loaded), file=sys.stderr)
+        results = loaded.results
+    elif args.path is None:
+        raise ValueError("show needs a results file, or --repo OWNER/NAME for a Hub dataset repo")
+    else:
+        results = load_results(args.path)
     print(format_table(results))
     print(format_context(results))
     return 0
@@ -261,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="bf16", help="baseline dtype: bf16, fp32 or fp16 (default: %(default)s)"
     )
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    run.add_argument("--device-map", help="spread the model with accelerate: auto, balanced, balanced_low_0 or "
+                     "sequential (GPUs, then CPU, then disk); each method then loads its own copy")
+    run.add_argument("--max-memory", help="bytes per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+    run.add_argument("--logits-storage", choices=["auto", "memory", "file"], default="auto",
+                     help="where the baseline logits wait: memory, a file read back in chunks, or auto "
+                     "(a file above 512 MiB; default)")
     run.add_argument("--decode-tokens", type=int, default=16, help="decode steps timed per method; 0 skips")
     run.add_argument(
         "--calibration-samples", type=int, default=None,
@@ -280,9 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     methods = sub.add_parser("methods", help="list methods and the calculator format of each")
     methods.add_argument("--json", action="store_true")
     methods.set_defaults(func=_cmd_methods)
-    show = sub.add_parser("show", help="print a results file as a table")
-    show.add_argument("path")
+    show = sub.add_parser("show", help="print a results file (or a Hub dataset repo's) as a table")
+    show.add_argument("path", help="a results JSON file, or with --repo the file's name in the repo (optional)",
+                      nargs="?")
+    show.add_argument("--repo", help="read from this Hub dataset repo (OWNER/NAME) instead of a local file")
+    show.add_argument("--revision", help="branch, tag or commit of --repo (default: main)")
     show.set_defaults(func=_cmd_show)
+    sweep.register(sub)
+    hub.register(sub)
     return parser
 
 

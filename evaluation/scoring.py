@@ -200,6 +200,7 @@ class Baseline:
             stats=self.stats,
             load_seconds=self.load_seconds,
             eval_seconds=self.eval_seconds,
+            runtime_cache=dict(self.runtime_cache),
         )
 
 
@@ -216,6 +217,8 @@ class BaselinePayload:
     stats: TokenStats
     load_seconds: float
     eval_seconds: float
+    runtime_cache: dict = field(default_factory=dict)
+    """``Baseline.runtime_cache`` (the llama.cpp floor, when the baseline task measured it)."""
 
 
 def attach_payload(
@@ -226,16 +229,18 @@ def attach_payload(
     model: nn.Module,
     tokenizer: Any,
 ) -> Baseline:
-    """The ``Baseline`` of ``payload`` around a model loaded from the same source (a Ray task's own copy)."""
+    """The ``Baseline`` of ``payload`` for a model loaded from the same source (a Ray task's own copy, which
+    the task quantizes: the baseline keeps only its signature, config and size, not the model)."""
     windows = Windows(torch.from_numpy(payload.tokens), options.scoring, options.max_tokens, payload.bos_token_id)
     device = input_device(model, options.device)
     store = MemoryLogits.from_numpy(payload.logits, options.dtype, device)
     refs = [Reference(*(t.to(device) for t in (r.lse, r.mass, r.top, r.nll))) for r in payload.references]
     return Baseline(
-        source=source, corpus=corpus, model=model, tokenizer=tokenizer, windows=windows, options=options,
+        source=source, corpus=corpus, model=None, tokenizer=tokenizer, windows=windows, options=options,
         logits=store, references=refs, stats=payload.stats, load_seconds=payload.load_seconds,
         eval_seconds=payload.eval_seconds, model_config=model.config,
         n_params=sum(p.numel() for p in model.parameters()), signature=module_signature(model),
+        runtime_cache=dict(payload.runtime_cache),
     )  # fmt: skip
 
 
