@@ -178,6 +178,15 @@ def evaluate_method(
     start = time.perf_counter()
     if model is None:
         model = baseline.model if is_baseline and baseline.model is not None else baseline.method_model()
+    if not is_baseline and (offloaded := [n for n, p in model.named_parameters() if p.device.type == "meta"]):
+        n_params = len(list(model.parameters()))
+        del model
+        release_memory()
+        raise ValueError(
+            f"{config.method_id} quantizes every weight in memory, but {len(offloaded)} of {n_params} parameters "
+            f"are offloaded (to the CPU or disk) by --device-map/--max-memory (e.g. {offloaded[0]}): give the "
+            "GPUs room for the whole model; only the baseline pass can run offloaded"
+        )
     if is_baseline:
         stats, eval_seconds = baseline.stats, baseline.eval_seconds  # the baseline pass is this method's pass
         if progress:

@@ -98,7 +98,9 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, t in items:
         if not isinstance(t, torch.Tensor) or name in out:
             continue
-        key = (t.data_ptr(), _tensor_bytes(t))
+        # Offloaded weights (accelerate's disk/CPU offload) sit on the meta device, all at address 0: tell
+        # them apart by object instead (tied ones are one object).
+        key = (id(t), 0) if t.device.type == "meta" else (t.data_ptr(), _tensor_bytes(t))
         if t.numel() and key in seen:
             continue
         seen.add(key)
