@@ -21,9 +21,10 @@ from calculator.quality import QUALITY_KLD, QUALITY_ORDER
 from calculator.runtime import CacheType
 from calculator.search import best_format
 from ui import fit_views
+from ui.context import context_input
 from ui.export import download_bar, table_downloads
 from ui.guard import run_page
-from ui.pickers import HUB, context_input, gpu_select, hub_lookup
+from ui.pickers import HUB, gpu_select, hub_lookup
 from ui.share import fit_url, page_title
 from ui.style import RESULTS_FIRST
 

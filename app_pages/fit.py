@@ -29,6 +29,7 @@ from calculator.training import PEFT_DEFAULT_TARGETS, Optimizer, Precision, Trai
 from ui import devices as device_views
 from ui import fit_views
 from ui import serving as serving_views
+from ui.context import context_input
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.pickers import (
@@ -37,7 +38,6 @@ from ui.pickers import (
     HUB,
     PRESET,
     ModelChoice,
-    context_input,
     gpu_names,
     gpu_select,
     model_picker,

@@ -12,8 +12,9 @@ from calculator.hardware import GpuSetup, get_gpu
 from calculator.models import load_preset
 from calculator.quality import QUALITY_KLD
 from tests.app.conftest import dataframe_with, metric, no_exception, texts
+from ui.context import next_power_of_two, previous_power_of_two
 from ui.fit_views import EVERY_FORMAT, MEASURED, PUBLISHED, verdict_message
-from ui.pickers import find_preset, next_power_of_two, preset_key, previous_power_of_two
+from ui.pickers import find_preset, preset_key
 
 
 def _verdict(at) -> str:
