@@ -213,9 +213,10 @@ def _inputs() -> tuple[ModelChoice | None, dict]:
     return choice, {"fmt": fmt, "setup": setup, "context": context, "batch": int(batch), "opts": opts}
 
 
-def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice: ModelChoice, inputs: dict
-              ) -> None:
-    """Max context, best format (each with a button that applies it, or why there is none), decode, prefill."""
+def _headline(r: FitResult, best: FitResult | None, smallest: FitResult | None, choice: ModelChoice,
+              inputs: dict) -> None:
+    """Max context, best format (each with a button that applies it, or why there is none; no search yet:
+    ``smallest`` is None), decode, prefill."""
     with st.container(key=HEADLINE):
         m = st.columns(4)
     with m[0].container(border=True):
@@ -236,10 +237,12 @@ def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice:
                        f"more than the {units.fmt_gb(inputs['setup'].usable_bytes)} usable on "
                        f"{inputs['setup'].label}.")
     with m[1].container(border=True):
-        st.metric("Best format that fits", best.format if best else "none",
+        st.metric("Best format that fits", best.format if best else "none" if smallest else "not searched",
                   help="Highest quality (lowest KL divergence on llama.cpp's Llama-3-8B scoreboard) that fits "
                        "entirely on the GPU(s)")
-        if best is None and r.mode is TrainingMode.INFERENCE:
+        if smallest is None:
+            fit_views.search_button(choice, key="search_best_fmt")
+        elif best is None and r.mode is TrainingMode.INFERENCE:
             st.caption(f"Even {smallest.format} (the smallest ranked) takes {units.fmt_gb(smallest.total_bytes)}, "
                        f"more than the {units.fmt_gb(inputs['setup'].usable_bytes)} usable on "
                        f"{inputs['setup'].label}.")
@@ -257,7 +260,7 @@ def _headline(r: FitResult, best: FitResult | None, smallest: FitResult, choice:
                        "al. 2020)")
 
 
-def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str) -> None:
+def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str, searched: bool) -> None:
     setup = inputs["setup"]
     title = f"{choice.label} · {r.format} · {r.context:,} tokens on {setup.label}"
     st.markdown(f"**{title}**")
@@ -278,25 +281,33 @@ def _this_format(r: FitResult, choice: ModelChoice, inputs: dict, headline: str)
             column_order=("part", "gb", "gib", "bytes"))
         st.caption("Sources: weights calculator.memory; KV cache and overhead calculator.runtime (llama.cpp "
                    "llama-kv-cache.cpp, CUDA context measurements); training calculator.training.")
-    gpu_rows = _gpu_rows(evaluate_gpus(choice.ref, **inputs))
+    gpu_rows = _gpu_rows(evaluate_gpus(choice.ref, **inputs)) if searched else None
     with right:
-        st.markdown(f"**Catalogue GPUs that fit** ({len(gpu_rows)} of {len(gpu_names())}, "
-                    f"{setup.count} each)")
-        st.dataframe(gpu_rows, hide_index=True, key="fit_gpus", height=280, column_config={
-            "gpu": "GPU", "count": None, "usable_bytes": None, "per_device_bytes": None,
-            "usable_gb": st.column_config.NumberColumn("Usable GB", format="%.1f"),
-            "per_device_gb": st.column_config.NumberColumn("Used GB / GPU", format="%.2f"),
-            "headroom_pct": st.column_config.ProgressColumn("Free", format="%.0f%%", min_value=0,
-                                                            max_value=100),
-            "decode_tokens_per_s": st.column_config.NumberColumn("Decode tokens/s", format="%.0f")})
+        if gpu_rows is None:
+            st.markdown("**Catalogue GPUs that fit**")
+            st.caption("Not searched yet for a model this large from a link: *Search file types and GPUs* under "
+                       "Best format that fits.")
+        else:
+            _gpu_table(gpu_rows, setup)
     stem = f"quantfit-fit-{choice.label}-{r.format}-{r.gpu}".replace(" ", "_").replace("/", "_")
     meta = {"fit": r.to_dict(), "model_source": choice.source}
     source = (f"{title} × batch {r.batch}, {r.mode.value}; model: {choice.short_source}; calculator.fit "
               "(llama.cpp KV cache and offload rules)")
     with download_bar():
         table_downloads(breakdown, stem=stem, key="fit_breakdown_dl", meta=meta, label="Breakdown")
-        table_downloads(gpu_rows, stem=f"{stem}-gpus", key="fit_gpus_dl", meta=meta, label="GPUs that fit")
+        if gpu_rows is not None:
+            table_downloads(gpu_rows, stem=f"{stem}-gpus", key="fit_gpus_dl", meta=meta, label="GPUs that fit")
         figure_downloads(fig, stem=stem, key="fit_chart_dl", title=headline, source=source)
+
+
+def _gpu_table(gpu_rows: list[dict], setup: GpuSetup) -> None:
+    st.markdown(f"**Catalogue GPUs that fit** ({len(gpu_rows)} of {len(gpu_names())}, {setup.count} each)")
+    st.dataframe(gpu_rows, hide_index=True, key="fit_gpus", height=280, column_config={
+        "gpu": "GPU", "count": None, "usable_bytes": None, "per_device_bytes": None,
+        "usable_gb": st.column_config.NumberColumn("Usable GB", format="%.1f"),
+        "per_device_gb": st.column_config.NumberColumn("Used GB / GPU", format="%.2f"),
+        "headroom_pct": st.column_config.ProgressColumn("Free", format="%.0f%%", min_value=0, max_value=100),
+        "decode_tokens_per_s": st.column_config.NumberColumn("Decode tokens/s", format="%.0f")})
 
 
 def _every_format(choice: ModelChoice, inputs: dict) -> None:
@@ -324,6 +335,7 @@ def main() -> None:
     if choice is None or inputs["setup"] is None:
         return
     r = evaluate(choice.ref, **inputs)
+    searched = fit_views.searches_run(choice)
     with answer:
         st.caption(f"{choice.label} · {r.format} · {inputs['setup'].label} · {r.context:,} tokens × batch "
                    f"{r.batch} · {r.mode.value} · model from {choice.short_source}", help=choice.source)
@@ -331,20 +343,23 @@ def main() -> None:
         headline = fit_views.draw_verdict(r, inputs["setup"])
         if r.verdict is not Verdict.FITS:
             items = fit_views.advice(choice.ref, inputs["fmt"], inputs["setup"], inputs["context"],
-                                     inputs["batch"], inputs["opts"], r.max_context)
-            fit_views.draw_advice(items, r)
+                                     inputs["batch"], inputs["opts"], searched, r)
+            fit_views.draw_advice(items, r, inputs["setup"])
         for w in r.warnings:
             st.warning(w, icon=":material/warning:")
-    best, smallest = evaluate_best(choice.ref, inputs["setup"], inputs["context"], inputs["batch"],
-                                   inputs["opts"])
+    best, smallest = (evaluate_best(choice.ref, inputs["setup"], inputs["context"], inputs["batch"],
+                                    inputs["opts"]) if searched else (None, None))
     _headline(r, best, smallest, choice, inputs)
     tabs = st.tabs(VIEWS, key="view", bind="query-params", on_change="rerun")
     if tabs[0].open:
         with tabs[0]:
-            _this_format(r, choice, inputs, headline)
+            _this_format(r, choice, inputs, headline, searched)
     if tabs[1].open:
         with tabs[1]:
-            _every_format(choice, inputs)
+            if searched:
+                _every_format(choice, inputs)
+            else:
+                fit_views.search_button(choice, key="search_every_format")
 
 
 run_page(main)

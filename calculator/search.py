@@ -2,14 +2,16 @@
 the largest model of a family, and ``advise`` (the cheapest changes that make a run fit, or how far a fitting
 run stretches), each as typed rows the CLI prints and the app renders as buttons.
 
-Each search calls ``fit`` with the same ``FitOptions`` for every candidate and skips the max-context
-bisection it does not need, so a search costs one placement per candidate. "Best" format means highest
-quality in ``calculator.quality.QUALITY_ORDER`` (llama.cpp's KLD scoreboard); "smallest" GPU set means
-least total memory as sold, or least launch price (``assets/gpus.csv``).
+Each search asks the same ``FitOptions`` of every candidate, and only whether it fits (``_fits``: the engine's
+own probe, one placement, where ``fit`` of a run that does not fit searches for an offload split, ~10
+placements); ``fit`` then runs once for each answer. "Best" format means highest quality in
+``calculator.quality.QUALITY_ORDER`` (llama.cpp's KLD scoreboard); "smallest" GPU set means least total memory
+as sold, or least launch price (``assets/gpus.csv``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -18,9 +20,11 @@ from enum import StrEnum
 from calculator.engines.registry import get_engine
 from calculator.fit import FitOptions, FitResult, Verdict, as_setup, fit
 from calculator.hardware import GpuSetup, GpuSpec, catalogue
+from calculator.memory import weight_facts
 from calculator.models import ModelSpec, list_presets, load_preset
 from calculator.quality import QUALITY_KLD, QUALITY_ORDER
-from calculator.units import check_int
+from calculator.training import TrainingMode
+from calculator.units import MAX_GPU_COUNT, check_int
 
 DEFAULT_SET_SIZES = (1, 2, 4, 8)
 """GPU counts ``smallest_gpu_set`` tries (the sizes servers come in)."""
@@ -33,6 +37,15 @@ class SetCost(StrEnum):
     """Total memory of the set, as sold (count x memory)."""
     PRICE = "price"
     """Total launch price of the set (devices without a price are skipped)."""
+
+
+def _fits(spec: ModelSpec, fmt: str, setup: GpuSetup, context: int, batch: int, o: FitOptions) -> bool:
+    """``fit(...).fits`` for inputs a search already validated, as the engine's ``fits`` probe answers it (the
+    one the max-context bisection asks): one placement instead of the offload search of a run that does not fit.
+    """
+    if not o.inference or not spec.n_layers:  # training, or fit's own error for a bare parameter count
+        return fit(spec, fmt, setup, context, batch, options=o, with_max_context=False).fits
+    return get_engine(o.engine).fits(spec, fmt, weight_facts(spec, fmt), setup, context, batch, o)
 
 
 def max_context(
@@ -57,18 +70,24 @@ def best_format(
     options: FitOptions | None = None,
     candidates: Iterable[str] | None = None,
 ) -> FitResult | None:
-    """The highest-quality format (``QUALITY_ORDER``) that fits entirely on the GPU(s); None if none does."""
+    """The highest-quality format (``QUALITY_ORDER``) that fits entirely on the GPU(s); None if none does.
+    Cached (the app's best-format metric and ``advise`` ask the same question of one run)."""
     names = QUALITY_ORDER if candidates is None else tuple(candidates)
     unknown = [c for c in names if c not in QUALITY_KLD]
     if unknown:
         raise ValueError(
             f"no published quality rank for {', '.join(unknown)}; rankable formats: {', '.join(QUALITY_ORDER)}"
         )
-    setup = as_setup(gpu_setup)
-    for name in sorted(names, key=QUALITY_ORDER.index):
-        result = fit(spec, name, setup, context, batch, options=options, with_max_context=False)
-        if result.fits:
-            return result
+    o = FitOptions() if options is None else options
+    return _best_format(spec, as_setup(gpu_setup), context, batch, o, tuple(sorted(names, key=QUALITY_ORDER.index)))
+
+
+@functools.lru_cache(maxsize=256)
+def _best_format(spec: ModelSpec, setup: GpuSetup, context: int, batch: int, o: FitOptions, names: tuple[str, ...]
+                 ) -> FitResult | None:
+    for name in names:
+        if _fits(spec, name, setup, context, batch, o):
+            return fit(spec, name, setup, context, batch, options=o, with_max_context=False)
     return None
 
 
@@ -85,12 +104,12 @@ def gpus_that_fit(
 ) -> list[FitResult]:
     """Every device (default: the catalogue) on which ``count`` copies fit, smallest memory first."""
     devices = list(catalogue() if gpus is None else gpus)
+    o = FitOptions() if options is None else options
     out = []
     for g in devices:
         setup = GpuSetup(g, count, cpu_ram_bytes)
-        result = fit(spec, fmt, setup, context, batch, options=options, with_max_context=False)
-        if result.fits:
-            out.append(result)
+        if _fits(spec, fmt, setup, context, batch, o):
+            out.append(fit(spec, fmt, setup, context, batch, options=o, with_max_context=False))
     order = {g.name: (g.memory_bytes, g.price_usd or math.inf) for g in devices}
     return sorted(out, key=lambda r: order[r.gpu])
 
@@ -113,19 +132,19 @@ def smallest_gpu_set(
     except ValueError:
         raise ValueError(f"by={by!r} must be one of {', '.join(c.value for c in SetCost)}") from None
     sizes = sorted({check_int("GPU count", n, example="--gpus 2") for n in counts})
-    best: tuple[tuple, FitResult] | None = None
+    o = FitOptions() if options is None else options
+    best: tuple[tuple, GpuSetup] | None = None
     for g in catalogue() if gpus is None else gpus:
         if by is SetCost.PRICE and g.price_usd is None:
             continue
         for n in sizes:  # the smallest count that fits; a bigger set of the same device only costs more
-            result = fit(spec, fmt, GpuSetup(g, n), context, batch, options=options, with_max_context=False)
-            if result.fits:
+            if _fits(spec, fmt, GpuSetup(g, n), context, batch, o):
                 cost = n * (g.memory_bytes if by is SetCost.MEMORY else g.price_usd)
                 key = (cost, n, -(g.bandwidth_gb_per_s or 0))
                 if best is None or key < best[0]:
-                    best = (key, result)
+                    best = (key, GpuSetup(g, n))
                 break
-    return best[1] if best else None
+    return fit(spec, fmt, best[1], context, batch, options=o, with_max_context=False) if best else None
 
 
 def largest_model_that_fits(
@@ -144,10 +163,10 @@ def largest_model_that_fits(
     if not names:
         raise ValueError(f"no preset matches family {family!r}; presets: {', '.join(list_presets())}")
     setup = as_setup(gpu_setup)
+    o = FitOptions() if options is None else options
     for spec in sorted((load_preset(p) for p in names), key=lambda s: s.total_params, reverse=True):
-        result = fit(spec, fmt, setup, context, batch, options=options, with_max_context=False)
-        if result.fits:
-            return result
+        if _fits(spec, fmt, setup, context, batch, o):
+            return fit(spec, fmt, setup, context, batch, options=o, with_max_context=False)
     return None
 
 
@@ -159,14 +178,20 @@ class AdviceKind(StrEnum):
 
     KV_CACHE_TYPE = "kv_cache_type"
     """A quantized KV cache (q8_0 / q4_0; MLX --kv-bits)."""
+    GRADIENT_CHECKPOINTING = "gradient_checkpointing"
+    """Training: recompute activations in the backward pass instead of keeping them."""
+    QLORA = "qlora"
+    """Training: adapters on a frozen 4-bit (NF4) base."""
     FEWER_SLOTS = "fewer_slots"
-    """Fewer sequences decoded together (each keeps its context)."""
+    """Fewer sequences decoded together (each keeps its context); training: a smaller batch."""
     SHORTER_CONTEXT = "shorter_context"
     """The longest context that fits."""
     FEWER_GPU_LAYERS = "fewer_gpu_layers"
     """Leave blocks in CPU RAM (llama.cpp -ngl): fits, slower."""
     SMALLER_FORMAT = "smaller_format"
-    """The highest-quality smaller file type that fits."""
+    """The highest-quality file type that fits (``best_format``)."""
+    MORE_GPUS = "more_gpus"
+    """The fewest identical GPUs (up to ``advise``'s ``max_gpus``) on which it fits."""
     LONGEST_CONTEXT = "longest_context"
     """It fits: the longest context that still does."""
     MOST_SLOTS = "most_slots"
@@ -181,7 +206,8 @@ class Advice:
     change: str
     """What to type: ``--kv-type q8_0 --flash-attention on``, ``--context 6144``, ``--n-gpu-layers 40``."""
     setting: str
-    """The input it changes: ``kv_type``, ``batch``, ``context``, ``n_gpu_layers``, ``format``."""
+    """The input it changes: ``kv_type``, ``batch``, ``context``, ``n_gpu_layers``, ``format``, ``gpu_count``,
+    ``gradient_checkpointing``, ``mode`` (``batch`` may change ``context`` too: ``result.context``)."""
     value: object
     result: FitResult
     speed_change_pct: float | None = None
@@ -228,74 +254,101 @@ def advise(
     *,
     options: FitOptions | None = None,
     result: FitResult | None = None,
+    max_gpus: int | None = None,
+    with_best_format: bool = True,
 ) -> tuple[Advice, ...]:
     """What to change. Does not fit entirely on the GPU(s): the cheapest single changes that make it fit, in
-    order (a quantized KV cache, fewer slots, a shorter context, fewer GPU layers with the speed they cost, a
-    smaller file type), each with its resulting numbers. Fits: the longest context and the most slots that
-    still fit. ``result``: the fit of these inputs, if already computed. Inference only (training: ``()``)."""
+    order (a quantized KV cache, fewer slots, a shorter context, fewer GPU layers with the speed they cost, the
+    best file type that fits, and, with ``max_gpus``, the fewest identical GPUs up to that many), each with its
+    resulting numbers; in a training mode gradient checkpointing and QLoRA come first, and there is no KV or
+    file-type advice. Fits: the longest context and the most slots that still fit (inference).
+    ``result``: the fit of these inputs, if already computed (its ``max_context`` is reused when it has one).
+    ``with_best_format=False`` skips the file-type search (it sizes up to 30 file types)."""
     o = FitOptions() if options is None else options
-    if not o.inference:
-        return ()
+    if max_gpus is not None:
+        check_int("max_gpus", max_gpus, high=MAX_GPU_COUNT, example="8")
     setup = as_setup(gpu_setup)
     engine = get_engine(o.engine)
     here = result or fit(spec, fmt, setup, context, batch, options=o, with_max_context=False)
-    o, batch = engine.slots_as_batch(o, batch)
+    asked = (o, batch)
+    if o.inference:
+        o, batch = engine.slots_as_batch(o, batch)
 
-    def run(ctx: int = context, n: int = batch, opts: FitOptions = o, f: str = fmt) -> FitResult:
-        return fit(spec, f, setup, ctx, n, options=opts, with_max_context=False)
+    def run(ctx: int = context, n: int = batch, opts: FitOptions = o, f: str = fmt,
+            on: GpuSetup = setup) -> FitResult:
+        return fit(spec, f, on, ctx, n, options=opts, with_max_context=False)
 
     def fits(ctx: int, n: int) -> bool:
-        return run(ctx, n).fits
+        return _fits(spec, fmt, setup, ctx, n, o)
+
+    def slot_context(n: int) -> int:  # training: each sequence keeps its context
+        return engine.slot_context(context, batch, n, o) if o.inference else context
+
+    def advice(kind: AdviceKind, change: str, setting: str, value: object, r: FitResult) -> Advice:
+        return Advice(kind, change, setting, value, r, _pct(r.decode_tokens_per_s, here.decode_tokens_per_s))
+
+    def longest_context() -> int | None:
+        if result is not None and result.max_context is not None and (o, batch) == asked:
+            return result.max_context
+        return fit(spec, fmt, setup, 1, batch, options=o).max_context
 
     out: list[Advice] = []
     if here.fits:
-        longest = fit(spec, fmt, setup, 1, batch, options=o).max_context
+        if not o.inference:
+            return ()
+        longest = longest_context()
         if longest and longest > context:
-            r = run(longest)
-            out.append(Advice(AdviceKind.LONGEST_CONTEXT, f"--context {longest}", "context", longest, r,
-                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
-        if fits(engine.slot_context(context, batch, batch + 1, o), batch + 1):
+            out.append(advice(AdviceKind.LONGEST_CONTEXT, f"--context {longest}", "context", longest, run(longest)))
+        if fits(slot_context(batch + 1), batch + 1):
             hi = batch + 1
             while hi < MAX_ADVISED_SLOTS:
                 n = min(2 * hi, MAX_ADVISED_SLOTS)
-                if not fits(engine.slot_context(context, batch, n, o), n):
+                if not fits(slot_context(n), n):
                     break
                 hi = n
             top = hi if hi == MAX_ADVISED_SLOTS else _largest(
-                lambda n: fits(engine.slot_context(context, batch, n, o), n), hi, min(2 * hi, MAX_ADVISED_SLOTS) - 1)
-            ctx = engine.slot_context(context, batch, top, o)
-            r = run(ctx, top)
-            out.append(Advice(AdviceKind.MOST_SLOTS, f"--batch {top} --context {ctx}", "batch", top, r,
-                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
+                lambda n: fits(slot_context(n), n), hi, min(2 * hi, MAX_ADVISED_SLOTS) - 1)
+            ctx = slot_context(top)
+            out.append(advice(AdviceKind.MOST_SLOTS, f"--batch {top} --context {ctx}", "batch", top, run(ctx, top)))
         return tuple(out)
-    for flag, opts in engine.quantized_kv(o):
-        r = run(opts=opts)
-        if r.fits:
-            out.append(Advice(AdviceKind.KV_CACHE_TYPE, flag, "kv_type", opts.kv_type.value, r,
-                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
-            break
-    if batch > 1 and fits(engine.slot_context(context, batch, 1, o), 1):
-        n = _largest(lambda k: fits(engine.slot_context(context, batch, k, o), k), 1, batch - 1)
-        ctx = engine.slot_context(context, batch, n, o)
-        r = run(ctx, n)
-        out.append(Advice(AdviceKind.FEWER_SLOTS, f"--batch {n} --context {ctx}", "batch", n, r,
-                          _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
-    longest = fit(spec, fmt, setup, 1, batch, options=o).max_context
+    if o.inference:
+        for flag, opts in engine.quantized_kv(o):
+            r = run(opts=opts)
+            if r.fits:
+                out.append(advice(AdviceKind.KV_CACHE_TYPE, flag, "kv_type", opts.kv_type.value, r))
+                break
+    else:
+        if not o.gradient_checkpointing:
+            r = run(opts=replace(o, gradient_checkpointing=True))
+            if r.fits:
+                out.append(advice(AdviceKind.GRADIENT_CHECKPOINTING, "--gradient-checkpointing",
+                                  "gradient_checkpointing", True, r))
+        if o.mode is not TrainingMode.QLORA:
+            r = run(opts=replace(o, mode=TrainingMode.QLORA))
+            if r.fits:
+                out.append(advice(AdviceKind.QLORA, "--mode qlora", "mode", TrainingMode.QLORA.value, r))
+    if batch > 1 and fits(slot_context(1), 1):
+        n = _largest(lambda k: fits(slot_context(k), k), 1, batch - 1)
+        ctx = slot_context(n)
+        change = f"--batch {n} --context {ctx}" if o.inference else f"--batch {n}"
+        out.append(advice(AdviceKind.FEWER_SLOTS, change, "batch", n, run(ctx, n)))
+    longest = longest_context()
     if longest:
-        r = run(longest)
-        out.append(Advice(AdviceKind.SHORTER_CONTEXT, f"--context {longest}", "context", longest, r,
-                          _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
-    if engine.offloads and here.verdict is Verdict.OFFLOAD:
+        out.append(advice(AdviceKind.SHORTER_CONTEXT, f"--context {longest}", "context", longest, run(longest)))
+    if o.inference and engine.offloads and here.verdict is Verdict.OFFLOAD:
         full = here.decode_tokens_per_s and _all_on_gpu_speed(spec, fmt, setup, context, batch, o)
         out.append(Advice(AdviceKind.FEWER_GPU_LAYERS, f"--n-gpu-layers {here.gpu_layers}", "n_gpu_layers",
                           here.gpu_layers, here, _pct(here.decode_tokens_per_s, full)))
-    rank = QUALITY_ORDER.index(here.format) if here.format in QUALITY_ORDER else -1
-    for name in QUALITY_ORDER[rank + 1:] if rank >= 0 else ():
-        r = run(f=name)
-        if r.fits:
-            out.append(Advice(AdviceKind.SMALLER_FORMAT, f"--format {name}", "format", name, r,
-                              _pct(r.decode_tokens_per_s, here.decode_tokens_per_s)))
-            break
+    if o.inference and with_best_format:
+        best = best_format(spec, setup, context, batch, options=o)
+        if best is not None and best.format != here.format:
+            out.append(advice(AdviceKind.SMALLER_FORMAT, f"--format {best.format}", "format", best.format, best))
+    if max_gpus is not None and setup.homogeneous:
+        for n in range(setup.count + 1, max_gpus + 1):
+            more = GpuSetup(setup.gpu, n, setup.cpu_ram_bytes, setup.cpu_bandwidth_gb_per_s)
+            if _fits(spec, fmt, more, context, batch, o):
+                out.append(advice(AdviceKind.MORE_GPUS, f"--gpus {n}", "gpu_count", n, run(on=more)))
+                break
     return tuple(out)
 
 

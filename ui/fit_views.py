@@ -17,11 +17,10 @@ from calculator import units
 from calculator.fit import FitOptions, FitResult, Verdict, fit
 from calculator.hardware import GpuSetup
 from calculator.quality import QUALITY_KLD, QUALITY_ORDER
-from calculator.search import best_format
-from calculator.training import TrainingMode
+from calculator.search import Advice, AdviceKind, advise
 from evaluation.plan import BUNDLED_SWEEP
 from ui.labels import plural
-from ui.pickers import resolve_subject
+from ui.pickers import PRESET, ModelChoice, resolve_subject
 from ui.quality_data import matching_results
 
 EVERY_FORMAT = ("fp16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "Q3_K_M",
@@ -34,9 +33,6 @@ PUBLISHED = "published for Llama-3-8B (llama.cpp scoreboard)"
 MEASURED = "measured here (SmolLM2-135M, shakespeare)"
 MEASURED_MODEL = "smollm2-135m"
 """The preset whose formats have quality measured here (the bundled results' model)."""
-KV_SMALLER = {"fp32": ("q8_0", "q4_0"), "fp16": ("q8_0", "q4_0"), "bf16": ("q8_0", "q4_0"),
-              "fp8": ("q4_0",), "q8_0": ("q4_0",)}
-"""Quantized KV cache types to suggest, by the current one (llama.cpp --cache-type-k/-v)."""
 MAX_SUGGESTED_GPUS = 8
 """"Add GPUs" advice looks up to this many (a server's worth)."""
 
@@ -78,12 +74,13 @@ def draw_verdict(r: FitResult, setup: GpuSetup) -> str:
 
 
 @dataclass(frozen=True)
-class Advice:
-    """One change that makes the run fit: a button label, the widget values it sets, and the outcome."""
+class AdviceButton:
+    """One ``calculator.search.advise`` row as the page shows it: a button label, the widget values it sets,
+    and the outcome."""
 
     label: str
     changes: tuple[tuple[str, object], ...]
-    """(widget key, value) pairs, e.g. (("kv", "q8_0"),)."""
+    """(widget key, value) pairs, e.g. (("kv", "q8_0"), ("fa", True))."""
     outcome: str
 
 
@@ -92,72 +89,70 @@ def _outcome(r: FitResult) -> str:
     return f"fits: {units.fmt_gb(r.per_device_bytes)} of {units.fmt_gb(r.usable_bytes)} per GPU{speed}"
 
 
-def _round_context(n: int) -> int:
-    """A context to suggest: whole thousands (1,024 tokens) below the exact limit when it is that large."""
-    return n // 1024 * 1024 if n >= 2048 else n
+_MODE_LABELS = {"qlora": "QLoRA"}
+"""``advise``'s training-mode values as the page's Mode control names them."""
 
 
-def _largest_batch(spec, fmt, setup, context, batch, opts) -> int:
-    """The largest batch below ``batch`` that fits (memory grows with the batch: bisection), 0 if none."""
-    lo, hi = 0, batch  # fits(lo) or lo == 0; not fits(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fit(spec, fmt, setup, context, mid, options=opts, with_max_context=False).fits:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+def advice_button(a: Advice, setup: GpuSetup, context: int) -> AdviceButton | None:
+    """The widgets one advice row sets (None for "fewer GPU layers": the offload verdict already is that run)."""
+    r, v = a.result, a.value
+    if a.kind is AdviceKind.KV_CACHE_TYPE:  # llama.cpp needs flash attention for a quantized V cache
+        fa = (("fa", True),) if "--flash-attention on" in a.change else ()
+        return AdviceButton(f"KV cache {v}", (("kv", v), *fa), _outcome(r))
+    if a.kind is AdviceKind.GRADIENT_CHECKPOINTING:
+        return AdviceButton("Gradient checkpointing", (("ckpt", True),), _outcome(r))
+    if a.kind is AdviceKind.QLORA:
+        return AdviceButton("QLoRA (4-bit frozen base)", (("mode", _MODE_LABELS[v]),), _outcome(r))
+    if a.kind is AdviceKind.FEWER_SLOTS:
+        if r.context == context:
+            return AdviceButton(f"Batch {v}", (("batch", v),), _outcome(r))
+        # llama.cpp's -c is shared by the slots: fewer slots of the same length need a smaller -c
+        return AdviceButton(f"Batch {v}, context {r.context:,}", (("batch", v), ("ctx", r.context)), _outcome(r))
+    if a.kind is AdviceKind.SHORTER_CONTEXT:
+        return AdviceButton(f"Context {v:,} tokens", (("ctx", v),), _outcome(r))
+    if a.kind is AdviceKind.SMALLER_FORMAT:
+        return AdviceButton(f"File type {v}", (("fmt", v),),
+                            f"{_outcome(r)}; KLD {QUALITY_KLD[v]:.4f} {PUBLISHED}")
+    if a.kind is AdviceKind.MORE_GPUS:
+        return AdviceButton(f"{v}× {setup.gpu.name}", (("n_gpus", v),), _outcome(r))
+    return None
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def advice(ref: tuple[str, str], fmt: str, setup: GpuSetup, context: int, batch: int, opts: FitOptions,
-           max_context: int | None) -> tuple[Advice, ...]:
-    """The single changes that make a run that does not fit (entirely on the GPUs) fit, cheapest first:
-    a quantized KV cache, a shorter context, fewer parallel sequences, a smaller file type, more GPUs.
-    In a training mode: gradient checkpointing, QLoRA, a shorter context, a smaller batch, more GPUs."""
-    spec = resolve_subject(ref)
-    out: list[Advice] = []
-
-    def trial(label: str, changes: dict, **kw) -> bool:
-        args = {"fmt": fmt, "setup": setup, "context": context, "batch": batch, "opts": opts} | kw
-        r = fit(spec, args["fmt"], args["setup"], args["context"], args["batch"], options=args["opts"],
-                with_max_context=False)
-        if r.fits:
-            out.append(Advice(label, tuple(changes.items()), _outcome(r)))
-        return r.fits
-
-    if opts.inference:
-        for kv in KV_SMALLER.get(opts.kv_type.value, ()):
-            if trial(f"KV cache {kv}", {"kv": kv}, opts=_replace(opts, kv_type=kv)):
-                break
-    else:
-        if not opts.gradient_checkpointing:
-            trial("Gradient checkpointing", {"ckpt": True}, opts=_replace(opts, gradient_checkpointing=True))
-        if opts.mode is not TrainingMode.QLORA:
-            trial("QLoRA (4-bit frozen base)", {"mode": "QLoRA"}, opts=_replace(opts, mode=TrainingMode.QLORA))
-    if max_context and max_context < context and _round_context(max_context) >= 1:
-        shorter = _round_context(max_context)
-        trial(f"Context {shorter:,} tokens", {"ctx": shorter}, context=shorter)
-    if batch > 1:
-        fewer = _largest_batch(spec, fmt, setup, context, batch, opts)
-        if fewer:
-            trial(f"Batch {fewer}", {"batch": fewer}, batch=fewer)
-    if opts.inference:
-        best = best_format(spec, setup, context, batch, options=opts)
-        if best is not None and best.format != fmt:
-            out.append(Advice(f"File type {best.format}", (("fmt", best.format),),
-                              f"{_outcome(best)}; KLD {QUALITY_KLD[best.format]:.4f} {PUBLISHED}"))
-    for n in range(setup.count + 1, max(setup.count, MAX_SUGGESTED_GPUS) + 1):
-        more = GpuSetup(setup.gpu, n, setup.cpu_ram_bytes, setup.cpu_bandwidth_gb_per_s)
-        if trial(f"{n}× {setup.gpu.name}", {"n_gpus": n}, setup=more):
-            break
-    return tuple(out)
+           with_best_format: bool, _result: FitResult) -> tuple[Advice, ...]:
+    """``calculator.search.advise`` for a run that does not fit entirely on the GPUs, more GPUs looked for up to
+    ``MAX_SUGGESTED_GPUS``. ``_result``: the run's fit (the other arguments determine it: not hashed)."""
+    return advise(resolve_subject(ref), fmt, setup, context, batch, options=opts, result=_result,
+                  max_gpus=max(setup.count, MAX_SUGGESTED_GPUS), with_best_format=with_best_format)
 
 
-def _replace(opts: FitOptions, **changes) -> FitOptions:
-    from dataclasses import replace
+EAGER_SEARCH_TENSORS = 400
+"""A model from a link or an upload (config.json, Hub id, file) with more tensors than this waits for a click
+before the page sizes every ranked file type (30) and catalogue GPU (61) for it: ~17 ms of server CPU per file
+type at 1,200 tensors, ~0.7 s in all. Presets search at once: their sizings are kept by the server (lru
+caches) and shared by every view. Llama 3.1 8B has 291 tensors, a 70B 723."""
+SEARCHED = "fit_searched_model"
+"""Session key: the ``ModelChoice.ref`` whose searches were asked for (not in the URL: a link cannot ask)."""
 
-    return replace(opts, **changes)
+
+def searches_run(choice: ModelChoice) -> bool:
+    """Whether the page runs the format-wide and catalogue-wide searches for this model now."""
+    spec = choice.spec
+    return (choice.ref[0] == PRESET or spec is None or len(spec.tensors) <= EAGER_SEARCH_TENSORS
+            or st.session_state.get(SEARCHED) == choice.ref)
+
+
+def _ask_searches(ref: tuple[str, str]) -> None:
+    st.session_state[SEARCHED] = ref
+
+
+def search_button(choice: ModelChoice, key: str) -> None:
+    """The click that runs the searches for a large model from a link, and why they wait for it."""
+    st.button("Search file types and GPUs", key=key, on_click=_ask_searches, args=(choice.ref,),
+              icon=":material/search:", help=f"{choice.label} has {len(choice.spec.tensors):,} tensors: sizing it "
+              "in every ranked file type and on every catalogue GPU takes the server about a second, so a link "
+              "does not start it")
 
 
 def apply_changes(changes: tuple[tuple[str, object], ...]) -> None:
@@ -167,9 +162,10 @@ def apply_changes(changes: tuple[tuple[str, object], ...]) -> None:
         st.session_state[key] = value
 
 
-def draw_advice(items: tuple[Advice, ...], r: FitResult) -> None:
+def draw_advice(items: tuple[Advice, ...], r: FitResult, setup: GpuSetup) -> None:
     """Buttons for the changes that make it fit, each with its outcome; a note when none does."""
-    if not items:
+    buttons = [b for b in (advice_button(a, setup, r.context) for a in items) if b is not None]
+    if not buttons:
         st.caption("No single change makes it fit: combine a smaller file type with a shorter context, or pick "
                    "a bigger GPU.")
         return
@@ -177,7 +173,7 @@ def draw_advice(items: tuple[Advice, ...], r: FitResult) -> None:
     if r.verdict is Verdict.OFFLOAD and r.decode_tokens_per_s:
         st.caption(f"Or keep the offload at ~{r.decode_tokens_per_s:,.1f} tokens/s: the CPU reads its share of "
                    "the weights at its RAM's speed, so each change below is faster.")
-    for i, item in enumerate(items):
+    for i, item in enumerate(buttons):
         row = st.container(horizontal=True, vertical_alignment="center", gap="small")
         row.button(item.label, key=f"advice_{i}", on_click=apply_changes, args=(item.changes,),
                    icon=":material/auto_fix_high:")
