@@ -17,9 +17,10 @@ from calculator.memory import WeightMemory, weight_memory
 from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.labels import FORMAT_FAMILY_LABELS, GB_NOTE
+from ui.numbers import Number, number_row
 from ui.pickers import PARAMS, gpu_multiselect, model_picker, resolve_subject
 from ui.share import page_title
-from ui.style import HEADLINE, RESULTS_FIRST
+from ui.style import RESULTS_FIRST
 from ui.url_state import warn_too_many_url_values
 
 # One or two representatives per family, high to low bits. A model with shapes gets llama.cpp file
@@ -118,15 +119,15 @@ _COLUMNS = {  # the sizes first: on a phone only the first columns are on screen
 
 
 def _headline(choice, by_name: dict[str, dict]) -> None:
-    """Parameters and the fp16 / int8 / int4 sizes: the rule of thumb, on the first screen."""
-    with st.container(key=HEADLINE):
-        metrics = st.columns(4)
-    metrics[0].metric("Parameters", units.fmt_count(choice.total_params), help=choice.source, border=True)
-    for col, name in zip(metrics[1:], ("fp16", "int8", "int4"), strict=True):
+    """Parameters and the fp16 / int8 / int4 sizes: the rule of thumb, on the first screen (drawn as Markdown,
+    which paints before the chart: ``ui.numbers``)."""
+    numbers = [Number("Parameters", units.fmt_count(choice.total_params), f"{choice.total_params:,}",
+                      help=choice.source)]
+    for name in ("fp16", "int8", "int4"):
         r = by_name[name]
-        col.metric(f"{name} weights", units.fmt_gb(r["weight_bytes"]), border=True,
-                   delta=units.fmt_gib(r["weight_bytes"]), delta_color="off", delta_arrow="off",
-                   help=f"{r['bits_per_weight_exact']} bits per weight; {r['source']}")
+        numbers.append(Number(f"{name} weights", units.fmt_gb(r["weight_bytes"]), units.fmt_gib(r["weight_bytes"]),
+                              help=f"{r['bits_per_weight_exact']} bits per weight; {r['source']}"))
+    number_row(numbers)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ _CSS = f"""
   .st-key-{HEADLINE} [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; gap: 0.5rem; }}
   .st-key-{HEADLINE} [data-testid="stColumn"] {{ min-width: calc(50% - 0.25rem) !important;
     max-width: calc(50% - 0.25rem); flex: 1 1 calc(50% - 0.25rem) !important; }}
-  .st-key-{HEADLINE} [data-testid="stMetricValue"] {{ font-size: 1.4rem; }}
+  .st-key-{HEADLINE} [data-testid="stMetricValue"], .st-key-{HEADLINE} .qf-number {{ font-size: 1.4rem !important; }}
   .st-key-{HEADLINE} [data-testid="stMetric"] {{ padding: 0.3rem 0.5rem; }}
 }}
 </style>

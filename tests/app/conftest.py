@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,20 @@ def texts(elements) -> list[str]:
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
+
+
+def numbers(at: AppTest) -> dict[str, str]:
+    """The headline numbers ``ui.numbers.number_row`` drew, label -> value (as the page shows them)."""
+    found = {}
+    for m in at.markdown:
+        hit = re.search(r'<div[^>]*>([^<]*)</div><div class="qf-number"[^>]*>([^<]*)</div>', m.value)
+        if hit:
+            found[html.unescape(hit.group(1))] = html.unescape(hit.group(2))
+    return found
+
+
+def number(at: AppTest, label: str) -> str:
+    return numbers(at)[label]
 
 
 def no_exception(at: AppTest) -> None:

@@ -99,7 +99,7 @@ def wait_idle(page, timeout_ms: int = 30_000) -> None:
 
 
 FIRST_PAINT_TARGETS = {
-    "memory: numbers": ("/", "[data-testid='stMetricValue']"),
+    "memory: numbers": ("/", ".qf-number"),  # ui.numbers: Markdown, not st.metric (a lazy chunk)
     "memory: chart": ("/", ".js-plotly-plot .main-svg"),
     "fit: verdict": ("/fit", "[data-testid='stAlert']"),
     "fit: chart": ("/fit", ".js-plotly-plot .main-svg"),

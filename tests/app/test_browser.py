@@ -99,15 +99,15 @@ def test_memory_opens_with_and_without_its_path(app_url, page):
     kept, and no "Page not found" dialog; the root and the links the app makes now (./?...) too."""
     query = "src=Preset&model=llama-3.1-8b&add=Q5_K_S&gpus=RTX+3090&gpus=A100+80GB+SXM"
     for path in (f"/memory?{query}", f"/?{query}"):
-        open_and_wait(page, app_url + path, "[data-testid='stMetricValue']")
+        open_and_wait(page, app_url + path, ".qf-number")
         assert page.get_by_text("Page not found").count() == 0, path
         assert page.get_by_text("How big are the weights?").count() == 1
-        assert "16.06 GB" in " ".join(page.locator("[data-testid='stMetricValue']").all_inner_texts())
+        assert "16.06 GB" in " ".join(page.locator(".qf-number").all_inner_texts())
         assert page.url.startswith(f"{app_url}/?") and "add=Q5_K_S" in page.url, page.url
         assert page.url.count("gpus=") == 2  # repeated keys survive the switch
     # The link the Quality page builds for a point, resolved against the Quality page as a browser does.
     open_and_wait(page, urljoin(f"{app_url}/quality", memory_url("gptq-3b-g128", "llama-3.1-70b")),
-                  "[data-testid='stMetricValue']")
+                  ".qf-number")
     assert page.get_by_text("Page not found").count() == 0
     assert "gptq-3b-g128" in page.locator(".st-key-add").inner_text()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from calculator.models import load_preset
-from tests.app.conftest import dataframe_with, metric, no_exception, texts
+from tests.app.conftest import dataframe_with, no_exception, number, numbers, texts
 from tests.conftest import LLAMA_TINY_CONFIG
 from ui.url_state import encode_config
 
@@ -18,8 +18,10 @@ def _table(at) -> dict[str, int]:
 def test_default_is_the_70b_example(run_app):
     at = run_app("memory")
     no_exception(at)
-    assert metric(at, "fp16 weights") == "140.00 GB"
-    assert metric(at, "int4 weights") == "35.00 GB"
+    assert number(at, "fp16 weights") == "140.00 GB"
+    assert number(at, "int4 weights") == "35.00 GB"
+    assert numbers(at) == {"Parameters": "70B", "fp16 weights": "140.00 GB", "int8 weights": "70.00 GB",
+                           "int4 weights": "35.00 GB"}
     table = _table(at)
     assert table["fp16"] == 140_000_000_000
     assert table["int4"] == 35_000_000_000
@@ -72,7 +74,7 @@ def test_query_params_restore_state(run_app):
     assert at.selectbox(key="model").value == "qwen2.5-7b"
     assert at.multiselect(key="gpus").value == ["RTX 3090", "A100 80GB SXM"]
     assert "Q5_K_S" in _table(at)
-    assert metric(at, "fp16 weights") == "15.23 GB"  # Qwen2.5-7B: 7,615,616,512 parameters (its safetensors) x 2
+    assert number(at, "fp16 weights") == "15.23 GB"  # Qwen2.5-7B: 7,615,616,512 parameters (its safetensors) x 2
 
 
 def test_unknown_preset_in_link_warns(run_app):
