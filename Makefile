@@ -51,11 +51,11 @@ lint: setup-test
 bench: setup
 	$(PY) bench/bench_calculator.py
 	$(PY) bench/bench_fit.py
-	$(PY) bench/bench_app.py
+	$(PY) -m bench.bench_app
 	$(PY) bench/bench_evaluation.py
 
 screenshots: setup-test
-	$(PY) scripts/screenshots.py
+	$(PY) -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache

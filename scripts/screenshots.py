@@ -11,12 +11,10 @@ Run: ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--only 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from tests.app.live import launch_chromium, serve_app, wait_idle  # noqa: E402
 

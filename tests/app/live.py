@@ -30,16 +30,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(log_path: Path | None = None, timeout_s: float = 60, extra_args: tuple[str, ...] = ()
-              ) -> Iterator[str]:
-    """Run the app headless on localhost; yield its base URL once /_stcore/health answers; stop it after.
+def serve_app(log_path: Path | None = None, timeout_s: float = 60, extra_args: tuple[str, ...] = (),
+              script: str = "app.py") -> Iterator[str]:
+    """Run the app (or another Streamlit ``script``) headless on localhost; yield its base URL once
+    /_stcore/health answers; stop it after.
 
     ``extra_args``: more ``streamlit run`` options, e.g. ("--client.toolbarMode", "minimal")."""
     port = free_port()
     log_path = log_path or Path(tempfile.mkdtemp(prefix="quantfit-streamlit-")) / "server.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
              "--server.address", "localhost", "--server.port", str(port),
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra_args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "BROWSER_PATH": CHROMIUM},
@@ -123,6 +124,40 @@ def first_paint(browser, url: str, repeat: int = 1, width: int = 1400, height: i
             context = browser.new_context(viewport={"width": width, "height": height})
             times[name].append(first_render_s(context.new_page(), url + path, selector, 60_000))
             context.close()
+    return times
+
+
+FLOOR_APP = """
+import plotly.graph_objects as go
+import streamlit as st
+
+st.title("Floor")
+st.markdown('<div class="qf-number">140.00 GB</div>', unsafe_allow_html=True)
+st.plotly_chart(go.Figure(go.Bar(x=["fp16", "int8", "int4"], y=[140, 70, 35])))
+"""
+"""The least a Streamlit page with a number and a Plotly chart can cost: first paint of this script, measured
+the same way as the app's pages, is the floor of what a page of ours can reach on the same machine."""
+
+FLOOR_TARGETS = {"floor: number": ("/", ".qf-number"), "floor: chart": ("/", ".js-plotly-plot .main-svg")}
+
+
+def floor_paint(browser, url: str, repeat: int = 1, width: int = 1400, height: int = 1000
+                ) -> dict[str, list[float]]:
+    """``first_paint`` of ``FLOOR_APP`` served at ``url`` (both targets from one load)."""
+    times: dict[str, list[float]] = {name: [] for name in FLOOR_TARGETS}
+    warm = browser.new_page()
+    warm.goto(url)
+    wait_idle(warm, 120_000)
+    warm.close()
+    for _ in range(repeat):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        start = time.monotonic()
+        page.goto(url)
+        for name, (_, selector) in FLOOR_TARGETS.items():
+            page.locator(selector).first.wait_for(timeout=60_000)
+            times[name].append(time.monotonic() - start)
+        context.close()
     return times
 
 
