@@ -102,14 +102,24 @@ def gpus_that_fit(
     count: int = 1,
     cpu_ram_bytes: int | None = None,
 ) -> list[FitResult]:
-    """Every device (default: the catalogue) on which ``count`` copies fit, smallest memory first."""
+    """Every device (default: the catalogue) on which ``count`` copies fit, smallest memory first. A device the
+    engine refuses (vLLM on Apple silicon, heads that do not split over ``count``) is not one of them; if the
+    engine refuses every device, its first error is raised."""
     devices = list(catalogue() if gpus is None else gpus)
     o = FitOptions() if options is None else options
     out = []
+    refused: list[ValueError] = []
     for g in devices:
         setup = GpuSetup(g, count, cpu_ram_bytes)
-        if _fits(spec, fmt, setup, context, batch, o):
+        try:
+            ok = _fits(spec, fmt, setup, context, batch, o)
+        except ValueError as err:
+            refused.append(err)
+            continue
+        if ok:
             out.append(fit(spec, fmt, setup, context, batch, options=o, with_max_context=False))
+    if devices and len(refused) == len(devices):
+        raise refused[0]
     order = {g.name: (g.memory_bytes, g.price_usd or math.inf) for g in devices}
     return sorted(out, key=lambda r: order[r.gpu])
 
@@ -314,8 +324,9 @@ def advise(
     if o.inference:
         for flag, opts in engine.quantized_kv(o):
             r = run(opts=opts)
-            if r.fits:
-                out.append(advice(AdviceKind.KV_CACHE_TYPE, flag, "kv_type", opts.kv_type.value, r))
+            if r.fits:  # the type the engine caches in (Ollama's and vLLM's own settings hold theirs)
+                kv_type = r.kv.cache_type if r.kv is not None else opts.kv_type
+                out.append(advice(AdviceKind.KV_CACHE_TYPE, flag, "kv_type", kv_type.value, r))
                 break
     else:
         if not o.gradient_checkpointing:
@@ -346,7 +357,11 @@ def advise(
     if max_gpus is not None and setup.homogeneous:
         for n in range(setup.count + 1, max_gpus + 1):
             more = GpuSetup(setup.gpu, n, setup.cpu_ram_bytes, setup.cpu_bandwidth_gb_per_s)
-            if _fits(spec, fmt, more, context, batch, o):
+            try:
+                ok = _fits(spec, fmt, more, context, batch, o)
+            except ValueError:  # a count the engine refuses (vLLM: 32 heads over 3 GPUs): not advice
+                continue
+            if ok:
                 out.append(advice(AdviceKind.MORE_GPUS, f"--gpus {n}", "gpu_count", n, run(on=more)))
                 break
     return tuple(out)
