@@ -96,8 +96,11 @@ _MODE_LABELS = {"qlora": "QLoRA"}
 def advice_button(a: Advice, setup: GpuSetup, context: int) -> AdviceButton | None:
     """The widgets one advice row sets (None for "fewer GPU layers": the offload verdict already is that run)."""
     r, v = a.result, a.value
-    if a.kind is AdviceKind.KV_CACHE_TYPE:  # llama.cpp needs flash attention for a quantized V cache
-        fa = (("fa", True),) if "--flash-attention on" in a.change else ()
+    if a.kind is AdviceKind.KV_CACHE_TYPE:
+        if a.change.startswith("--kv-cache-dtype"):  # vLLM's own setting (ui.serving)
+            return AdviceButton(f"KV cache {v}", (("kv_dtype", v),), _outcome(r))
+        # llama.cpp and Ollama need flash attention for a quantized V cache
+        fa = (("fa", True),) if "--flash-attention on" in a.change or "FLASH_ATTENTION=1" in a.change else ()
         return AdviceButton(f"KV cache {v}", (("kv", v), *fa), _outcome(r))
     if a.kind is AdviceKind.GRADIENT_CHECKPOINTING:
         return AdviceButton("Gradient checkpointing", (("ckpt", True),), _outcome(r))
