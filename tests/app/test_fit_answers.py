@@ -5,16 +5,20 @@ tests/app/test_browser.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from calculator.fit import FitOptions, fit
 from calculator.hardware import GpuSetup, get_gpu
-from calculator.models import load_preset
+from calculator.models import load_preset, spec_from_config
 from calculator.quality import QUALITY_KLD
+from calculator.search import best_format, gpus_that_fit
 from tests.app.conftest import dataframe_with, metric, no_exception, texts
 from ui.context import next_power_of_two, previous_power_of_two
-from ui.fit_views import EVERY_FORMAT, MEASURED, PUBLISHED, verdict_message
+from ui.fit_views import EAGER_SEARCH_TENSORS, EVERY_FORMAT, MEASURED, PUBLISHED, verdict_message
 from ui.pickers import find_preset, preset_key
+from ui.url_state import encode_config
 
 
 def _verdict(at) -> str:
@@ -147,3 +151,44 @@ def test_what_can_i_run_ranks_the_presets(run_app):
     assert "models fit" in texts(at.success)[0]
     big = run_app("can_run", gpu="H100 SXM", n_gpus="8", ctx="32768", kv="q8_0")
     assert big.dataframe and len(dataframe_with(big, "best_format").query("fits")) >= len(fits)
+
+
+LARGE_CONFIG = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 48, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "vocab_size": 128256, "intermediate_size": 14336,
+                "max_position_embeddings": 131072, "tie_word_embeddings": False}
+"""435 tensors, more than ``EAGER_SEARCH_TENSORS``: from a link, its searches wait for a click."""
+
+
+def test_a_large_model_from_a_link_searches_on_a_click(run_app):
+    spec = spec_from_config(LARGE_CONFIG)
+    assert len(spec.tensors) == 48 * 9 + 3 > EAGER_SEARCH_TENSORS
+    at = run_app("fit", src="config.json", cfg=encode_config(json.dumps(LARGE_CONFIG).encode()), fmt="Q8_0",
+                 ctx="65536")
+    no_exception(at)
+    assert metric(at, "Best format that fits") == "not searched"
+    assert _advice(at) and not [label for label in _advice(at) if label.startswith("File type ")]  # it waits too
+    assert "Not searched yet" in " ".join(texts(at.caption))
+    at.button(key="search_best_fmt").click().run()
+    no_exception(at)
+    best = best_format(spec, "RTX 4090", 65536)
+    assert metric(at, "Best format that fits") == best.format
+    assert f"File type {best.format}" in _advice(at)
+    fitting = {r.gpu for r in gpus_that_fit(spec, "Q8_0", 65536)}
+    assert fitting and set(dataframe_with(at, "usable_gb")["gpu"]) == fitting
+    at.query_params["view"] = "Every format"  # the click holds for the model, in every view
+    at.run()
+    assert list(dataframe_with(at, "quality_source")["format"]) == list(EVERY_FORMAT)
+
+
+def _advice(at) -> list[str]:
+    return [b.label for b in at.button if b.key and b.key.startswith("advice_")]
+
+
+def test_training_advice_buttons(run_app):
+    """Full fine-tuning of Llama 3.1 8B needs 190 GB: QLoRA or five H100s (calculator.search.advise)."""
+    at = run_app("fit", mode="Full fine-tune", gpu="H100 SXM")
+    no_exception(at)
+    assert _advice(at) == ["QLoRA (4-bit frozen base)", "5× H100 SXM"]
+    at.button(key="advice_0").click().run()
+    no_exception(at)
+    assert at.segmented_control(key="mode").value == "QLoRA" and texts(at.success)[0].startswith("**Fits**")
