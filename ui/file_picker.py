@@ -3,32 +3,19 @@ server, read from its header only (``calculator.gguf_model``), with what the fil
 llama-quantize recipe replay for its file type.
 
 A link may carry a Hub repo and file (URL keys ``file`` and ``ggfile``): reading a header costs a few MB
-of range requests, never the weights. A local path is only read from the folders the server's operator
-lists in ``QUANTFIT_GGUF_DIRS`` (``os.pathsep``-separated); any other path gets the same message whether
-it exists or not, so a link cannot probe the server's disk.
+of range requests, never the weights. A local ``.gguf`` file is only read from the folders the server's
+operator lists in ``QUANTFIT_ALLOWED_PATHS`` (``calculator.paths``: the one allow-list of the app); any other
+path gets the same message whether it exists or not, so a link cannot probe the server's disk.
 """
 
 from __future__ import annotations
-
-import os
 
 import streamlit as st
 
 from calculator import units
 from calculator.gguf_model import GGUFChoice, GGUFModel, gguf_choices, load_gguf, parse_gguf_ref
 from calculator.hub import is_repo_id
-
-DIRS_ENV = "QUANTFIT_GGUF_DIRS"
-
-
-def allowed_local_path(text: str) -> str | None:
-    """The real path of ``text`` if it lies inside a folder of ``QUANTFIT_GGUF_DIRS``, else None."""
-    real = os.path.realpath(os.path.expanduser(text))
-    for folder in filter(None, os.environ.get(DIRS_ENV, "").split(os.pathsep)):
-        root = os.path.realpath(os.path.expanduser(folder))
-        if os.path.commonpath([real, root]) == root and os.path.isfile(real):
-            return real
-    return None
+from calculator.paths import ALLOWED_PATHS_ENV, allowed_path, refused_path
 
 
 def is_hub_ref(text: str) -> bool:
@@ -40,11 +27,11 @@ def gguf_lookup(ref: str) -> tuple[GGUFModel | None, str | None]:
     """(GGUFModel, None) or (None, what went wrong) for ``owner/repo:file.gguf`` or an allowed local path.
     A resource cache: the same model object on every rerun (its spec keys the calculator's caches)."""
     if not is_hub_ref(ref):
-        path = allowed_local_path(ref)
+        path = allowed_path(ref, folders=False)
         if path is None:
-            return None, (f"no GGUF file {ref!r} among the server's allowed folders ({DIRS_ENV}); paste a Hub "
-                          "repo such as bartowski/Qwen2.5-7B-Instruct-GGUF instead")
-        ref = path
+            return None, refused_path("GGUF file", ref, "paste a Hub repo such as bartowski/Qwen2.5-7B-Instruct-GGUF",
+                                      ".gguf files")
+        ref = str(path)
     try:
         model = load_gguf(ref)
         model.spec  # noqa: B018 (a projector or an unsized architecture says so here, once)
@@ -67,8 +54,8 @@ def pick_file() -> tuple[str, GGUFModel] | None:
     """Text box (URL key ``file``) and, for a bare repo, a file box (URL key ``ggfile``); None after a message."""
     text = st.text_input("GGUF file: Hub repo or server path", key="file", bind="query-params",
                          persist_state="session", placeholder="bartowski/Qwen2.5-7B-Instruct-GGUF",
-                         help="A Hub repo (then pick a file), owner/repo:file.gguf, or a path in the folders "
-                              f"the server allows ({DIRS_ENV}). Only the header is read, never the weights.").strip()
+                         help="A Hub repo (then pick a file), owner/repo:file.gguf, or a .gguf path in the "
+                              f"folders the server allows ({ALLOWED_PATHS_ENV}). Only the header is read.").strip()
     if not text:
         st.info("Paste a GGUF repo such as `bartowski/Qwen2.5-7B-Instruct-GGUF`, then press Enter.",
                 icon=":material/description:")

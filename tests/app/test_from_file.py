@@ -1,8 +1,11 @@
 """The "From a file" model source on the Memory and Fit pages (AppTest): a GGUF repo pasted, a file picked, the
 header read through the real huggingface_hub client from the local fake Hub; server paths only from the
-folders QUANTFIT_GGUF_DIRS allows, with one message for "not allowed" and "missing"."""
+folders QUANTFIT_ALLOWED_PATHS allows (QUANTFIT_GGUF_DIRS still read, with a warning), with one message for
+"not allowed" and "missing"."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -78,29 +81,48 @@ def test_repo_file_and_projector(run_app, file_hub):
     assert any("is a multimodal projector" in e for e in texts(at.error))
 
 
+def _refused(path: str) -> str:
+    return (f"GGUF file {path!r} is not available here: paste a Hub repo such as bartowski/Qwen2.5-7B-Instruct-GGUF; "
+            "local .gguf files only from the folders the server's operator lists in QUANTFIT_ALLOWED_PATHS")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("acme/no-config", "acme/no-config has no .gguf files"),
         ("acme/missing", "Hub model 'acme/missing' was not found"),
-        ("/etc/passwd", "no GGUF file '/etc/passwd' among the server's allowed folders"),
-        ("/etc/no-such-file.gguf", "no GGUF file '/etc/no-such-file.gguf' among the server's allowed folders"),
+        ("/etc/passwd", _refused("/etc/passwd")),
+        ("/etc/no-such-file.gguf", _refused("/etc/no-such-file.gguf")),
     ],
 )
-def test_bad_files_are_one_message(run_app, file_hub, text, message):
+def test_bad_files_are_one_message(run_app, file_hub, monkeypatch, text, message):
+    monkeypatch.delenv("QUANTFIT_ALLOWED_PATHS", raising=False)
+    monkeypatch.delenv("QUANTFIT_GGUF_DIRS", raising=False)
     at = _pick(run_app("memory"), text)
     no_exception(at)
     assert any(message in e for e in texts(at.error)), texts(at.error)
 
 
-def test_server_paths_only_from_allowed_folders(run_app, file_hub, monkeypatch):
+@pytest.mark.parametrize("variable", ["QUANTFIT_ALLOWED_PATHS", "QUANTFIT_GGUF_DIRS"])
+def test_server_paths_only_from_allowed_folders(run_app, file_hub, monkeypatch, caplog, variable):
+    """One allow-list for the app; the picker's old variable still works, with a one-line warning."""
+    from calculator import paths
+
+    monkeypatch.delenv("QUANTFIT_ALLOWED_PATHS", raising=False)
+    monkeypatch.delenv("QUANTFIT_GGUF_DIRS", raising=False)
     path = str(file_hub.local / "tiny-Q8_0.gguf")
     at = _pick(run_app("memory"), path)
-    assert any("among the server's allowed folders (QUANTFIT_GGUF_DIRS)" in e for e in texts(at.error))
-    monkeypatch.setenv("QUANTFIT_GGUF_DIRS", str(file_hub.local))
+    assert texts(at.error) == [_refused(path)]
+    monkeypatch.setenv(variable, str(file_hub.local))
     clear_caches()  # look-ups (failures too) are cached for 10 minutes; the operator restarts the server
-    at = _pick(run_app("memory"), path)
+    paths._warn_deprecated.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="quantfit"):
+        at = _pick(run_app("memory"), path)
     no_exception(at)
     assert not texts(at.error) and any("File: Q8_0" in c for c in texts(at.caption))
-    outside = _pick(run_app("memory"), str(file_hub.local / ".." / "elsewhere.gguf"))
-    assert any("among the server's allowed folders" in e for e in texts(outside.error))
+    warned = [r.getMessage() for r in caplog.records if r.name == "quantfit"]
+    assert warned == ([] if variable == "QUANTFIT_ALLOWED_PATHS" else [
+        "QUANTFIT_GGUF_DIRS is deprecated: put its folders in QUANTFIT_ALLOWED_PATHS (read as part of it for now)"])
+    outside = str(file_hub.local / ".." / "elsewhere.gguf")
+    assert texts(_pick(run_app("memory"), outside).error) == [_refused(outside)]
+

@@ -82,6 +82,28 @@ def test_no_allowed_folders_by_default(allowed, monkeypatch):
     assert shared_model_ref(str(root / "m.gguf")) == str((root / "m.gguf").resolve())
 
 
+def test_one_allow_list_the_old_name_an_alias(allowed, monkeypatch, caplog):
+    """QUANTFIT_GGUF_DIRS (the file picker's variable before) still allows its folders, with a one-line warning;
+    the file picker takes .gguf files only, the Quality page folders too."""
+    from calculator import paths
+    from evaluation.access import shared_model_ref
+
+    root, outside = allowed
+    monkeypatch.delenv(ALLOWED_PATHS_ENV, raising=False)
+    monkeypatch.setenv("QUANTFIT_GGUF_DIRS", str(root))
+    paths._warn_deprecated.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="quantfit"):
+        assert shared_model_ref(str(root / "m.gguf")) == str((root / "m.gguf").resolve())
+        assert paths.allowed_path(str(root / "m.gguf"), folders=False) == (root / "m.gguf").resolve()
+    assert [r.getMessage() for r in caplog.records if r.name == "quantfit"] == [
+        "QUANTFIT_GGUF_DIRS is deprecated: put its folders in QUANTFIT_ALLOWED_PATHS (read as part of it for now)"]
+    assert paths.allowed_path(str(root / "tiny"), folders=False) is None
+    assert paths.allowed_path(str(root / "tiny")) == (root / "tiny").resolve()
+    assert paths.allowed_path(str(outside / "secret.gguf")) is None
+    monkeypatch.setenv(ALLOWED_PATHS_ENV, str(outside))
+    assert paths.allowed_roots() == (outside.resolve(), root.resolve())
+
+
 def test_hub_id_never_reads_a_local_folder_of_the_same_name(tmp_path, monkeypatch):
     """A link's ``owner/name`` goes to the Hub even if the server has a folder ``owner/name`` in its working
     directory; the command line (no allowed_roots) keeps reading local folders first."""
