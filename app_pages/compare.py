@@ -1,11 +1,14 @@
-"""Compare & share page: overlay several result files (bundled, run on the Quality page this session, or
-uploaded JSON in the engine's schema) and published tables, then export the chart (PNG, SVG, standalone
-HTML) and the data (CSV, JSON; the merged results in the engine's schema). Everything but an uploaded file
-lives in the URL, so "Copy link" reopens the same view.
+"""Compare & share page: overlay several result files (bundled, run on the Quality page this session, read
+from a Hugging Face Hub dataset repo that ``python -m evaluation push`` wrote, or uploaded JSON in the
+engine's schema) and published tables, then export the chart (PNG, SVG, standalone HTML) and the data (CSV,
+JSON; the merged results in the engine's schema). Everything but an uploaded file lives in the URL (the Hub
+repo id included: ``?crepo=OWNER/NAME``), so "Copy link" reopens the same view.
 
 Uploads are validated by ``evaluation.results.loads_results`` (schema name and version, every field and
 its type, no NaN) and capped at its ``MAX_RESULTS_FILE_BYTES``; a bad file is one error line, never a
-traceback.
+traceback. A Hub repo id is checked against the repo-id pattern before any request; then
+``evaluation.hub.repo_results`` reads every ``results/*.json`` with the same validation, and offline, not
+found, timed out or not a results repo is one error line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import json
 import pandas as pd
 import streamlit as st
 
+from calculator.hub import is_repo_id
+from evaluation.hub import repo_results
 from evaluation.plan import RESULTS_DIR
 from evaluation.reference import reference_tables
 from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, loads_results, results_document
@@ -34,6 +39,7 @@ MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
 MAX_UPLOADS = 20  # files read from one upload (a comparison of more is unreadable anyway)
 # Bytes read from all uploads together: validation costs CPU per byte, so the rest is refused unread.
 MAX_UPLOAD_TOTAL_BYTES = 2 * MAX_RESULTS_FILE_BYTES
+HUB_TTL_S = 300  # a repo is read again after 5 minutes, so a new push shows without a restart
 
 
 def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
@@ -62,6 +68,33 @@ def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
     return good, errors
 
 
+@st.cache_data(ttl=HUB_TTL_S, max_entries=16, show_spinner=False)
+def _repo_files(repo_id: str) -> tuple[list[tuple[str, list[Result]]], list[str]]:
+    """[(OWNER/NAME/results/FILE.json, results)] of a Hub dataset repo, and one line per file left out."""
+    loaded = repo_results(repo_id)
+    return [(f"{repo_id}/{path}", rows) for path, rows in loaded.files], loaded.problems
+
+
+def _hub_sources(text: str | None) -> list[tuple[str, list[Result]]]:
+    """The results files of the Hub dataset repo ``text`` names (none when empty); every problem one line."""
+    repo_id = (text or "").strip()
+    if not repo_id:
+        return []
+    if not is_repo_id(repo_id):
+        st.error(f"Hub repo {repo_id[:100]!r} is not a Hub repo id: write OWNER/NAME, e.g. acme/quant-evals",
+                 icon=":material/error:")
+        return []
+    try:
+        with st.spinner(f"Reading {repo_id} from the Hub"):
+            files, problems = _repo_files(repo_id)
+    except ValueError as err:  # offline, not found, timed out, not a quantfit results repo
+        st.error(f"Hub repo not loaded: {err}", icon=":material/error:")
+        return []
+    for message in problems:
+        st.warning(f"Hub file left out: {message}", icon=":material/warning:")
+    return files
+
+
 def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
     c = st.columns([3, 1.4, 3], vertical_alignment="top")
     stems = bundled_files()
@@ -77,6 +110,10 @@ def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
         help=f"Files written by `python -m evaluation run --out` (schema in assets/results/SCHEMA.md), at "
              "most "
              f"{MAX_RESULTS_FILE_BYTES:,} bytes. Uploads are not part of the link.")
+    repo = st.text_input("Hub dataset repo", key="crepo", bind="query-params", max_chars=200,
+                         placeholder="OWNER/NAME, e.g. acme/quant-evals",
+                         help="A Hugging Face Hub dataset repo written by `python -m evaluation push`: every "
+                              "results/*.json in it is overlaid. Part of the link.")
     sources = []
     for stem in files:
         try:
@@ -85,6 +122,7 @@ def _sources() -> tuple[list[tuple[str, list[Result]]], bool]:
             st.error(f"Bundled file left out: {err}", icon=":material/error:")
     if session and session_results():
         sources.append((SESSION, session_results()))
+    sources += _hub_sources(repo)
     good, errors = parse_uploads(uploads)
     for message in errors:
         st.error(f"Upload rejected: {message}", icon=":material/error:")
@@ -126,8 +164,8 @@ def main() -> None:
             r["series"] = r["origin"]
             rows.append(r)
     if not rows:
-        st.info("Nothing to show: pick a bundled file, run methods on the Quality page, upload a results "
-                "JSON or pick a published table.", icon=":material/info:")
+        st.info("Nothing to show: pick a bundled file, run methods on the Quality page, name a Hub dataset "
+                "repo, upload a results JSON or pick a published table.", icon=":material/info:")
         return
     x_axis, y_axis = X_AXES[x], Y_AXES[y]
     title = f"{y} against {x}"

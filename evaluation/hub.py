@@ -12,7 +12,10 @@ model, corpus, windows, methods and schema version. ``repo_results`` reads every
 repo back, validated, for ``evaluation show --repo`` and the Compare page.
 
 The endpoint is ``HF_ENDPOINT`` (``calculator.hub.hub_endpoint``), the token ``HF_TOKEN`` or
-``hf auth login``; Hub errors become one actionable ``ValueError``.
+``hf auth login``; Hub errors become one actionable ``ValueError``. Reads (the file list and each results
+file) wait at most ``QUANTFIT_HUB_TIMEOUT`` seconds (``calculator.hub.hub_timeout_s``, default 20) per
+connect and per read, with no retries: ``HfApi.list_repo_tree`` takes no timeout and huggingface_hub's
+session has none, so a Hub that accepts the connection and never answers would hang a page for good.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calculator.hub import hub_endpoint, hub_reachable, is_repo_id
-from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, load_results
+from calculator.hub import TIMEOUT_ENV, hub_endpoint, hub_reachable, hub_timeout_s, is_repo_id
+from evaluation.results import MAX_RESULTS_FILE_BYTES, Result, load_results, loads_results
 
 RESULTS_FOLDER = "results"
 PLOTS_FOLDER = "plots"
@@ -70,9 +73,16 @@ def _api(token: str | None):
 
 
 def _hub_error(err: Exception, repo_id: str, writing: bool) -> ValueError:
-    """One line for a huggingface_hub exception."""
+    """One line for a huggingface_hub (or its HTTP client's) exception."""
+    import httpx2
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
+    if isinstance(err, httpx2.TimeoutException):
+        return ValueError(f"the Hub ({hub_endpoint()}) timed out after {hub_timeout_s():g} s on dataset repo "
+                          f"{repo_id}: retry, or raise {TIMEOUT_ENV} (seconds)")  # fmt: skip
+    if isinstance(err, httpx2.TransportError):
+        return ValueError(f"the Hugging Face Hub ({hub_endpoint()}) is unreachable ({type(err).__name__}) for "
+                          f"dataset repo {repo_id}: go online, or set HF_ENDPOINT")  # fmt: skip
     status = getattr(getattr(err, "response", None), "status_code", None)
     if isinstance(err, GatedRepoError) or status in (401, 403):
         verb, token = ("write to", "with write access") if writing else ("read", "that can read it")
@@ -177,7 +187,7 @@ def push_results(
     target = f"{RESULTS_FOLDER}/{path.name}"
     try:
         url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-        existing = repo_results(repo_id, token=token, api=api, missing_ok=True)
+        existing = repo_results(repo_id, token=token, missing_ok=True)
         card_files = {p: (v, r) for p, v, r in existing.versions if p != target}
         card_files[target] = (version, rows)
         operations = [CommitOperationAdd(target, str(path))]
@@ -197,54 +207,80 @@ class _Loaded(RepoResults):
     versions: list[tuple[str, int, list[Result]]] = field(default_factory=list)
 
 
+def _get(url: str, token: str | None, params: dict | None = None):
+    """One GET with ``QUANTFIT_HUB_TIMEOUT`` and no retries; Hub error statuses raise huggingface_hub's errors."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    response = get_session().get(url, params=params, headers=build_hf_headers(token=token), timeout=hub_timeout_s())
+    hf_raise_for_status(response)
+    return response
+
+
+def _list_files(repo_id: str, revision: str | None, token: str | None) -> list[tuple[str, int]]:
+    """(path, bytes) of every file of a dataset repo: the Hub's tree listing, following its ``Link: next``
+    pages (what ``HfApi.list_repo_tree`` requests, with a timeout)."""
+    from urllib.parse import quote
+
+    url = f"{hub_endpoint()}/api/datasets/{repo_id}/tree/{quote(revision or 'main', safe='')}"
+    params: dict | None = {"recursive": "true"}
+    files = []
+    while url:
+        response = _get(url, token, params)
+        files += [(e["path"], int(e["size"])) for e in response.json() if e.get("type") == "file"]
+        url, params = response.links.get("next", {}).get("url"), None
+    return files
+
+
 def repo_results(
     repo_id: str,
     *,
     filename: str | None = None,
     revision: str | None = None,
     token: str | None = None,
-    api=None,
     missing_ok: bool = False,
 ) -> RepoResults:
     """Every ``results/*.json`` of a dataset repo (or only ``filename``), validated; a bad file is a problem
     line, not an exception. ``missing_ok``: a repo without results (or not yet created) gives none."""
+    from huggingface_hub import hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     repo_id = _check_repo(repo_id)
-    api = api or _api(token)
+    if not hub_reachable(hub_endpoint(), min(3.0, hub_timeout_s())):
+        raise ValueError(f"the Hugging Face Hub ({hub_endpoint()}) is unreachable: go online, or set HF_ENDPOINT")
     try:
-        tree = [f for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=revision, recursive=True)
-                if getattr(f, "size", None) is not None]  # fmt: skip
+        tree = _list_files(repo_id, revision, token)
     except (RepositoryNotFoundError, EntryNotFoundError) as err:
         if missing_ok:
             return _Loaded(repo_id)
         raise _hub_error(err, repo_id, writing=False) from None
     except Exception as err:
         raise _hub_error(err, repo_id, writing=False) from None
-    wanted = [f for f in tree if f.path.startswith(f"{RESULTS_FOLDER}/") and f.path.endswith(".json")]
+    wanted = [(p, n) for p, n in tree if p.startswith(f"{RESULTS_FOLDER}/") and p.endswith(".json")]
     if filename is not None:
         name = filename if filename.startswith(f"{RESULTS_FOLDER}/") else f"{RESULTS_FOLDER}/{filename}"
-        wanted = [f for f in wanted if f.path == name]
+        wanted = [(p, n) for p, n in wanted if p == name]
         if not wanted:
-            raise ValueError(f"dataset repo {repo_id} has no {name}; it holds {', '.join(f.path for f in tree)}")
+            raise ValueError(f"dataset repo {repo_id} has no {name}; it holds {', '.join(p for p, _ in tree)}")
     files, problems, versions = [], [], []
-    for f in wanted:
-        if f.size > MAX_RESULTS_FILE_BYTES:
-            problems.append(f"{repo_id}/{f.path}: {f.size:,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
+    for path, size in wanted:
+        if size > MAX_RESULTS_FILE_BYTES:
+            problems.append(f"{repo_id}/{path}: {size:,} bytes, over the {MAX_RESULTS_FILE_BYTES:,}-byte limit")
             continue
+        url = hf_hub_url(repo_id, path, repo_type="dataset", revision=revision, endpoint=hub_endpoint())
         try:
-            local = api.hf_hub_download(repo_id, f.path, repo_type="dataset", revision=revision)
-            rows = load_results(local)
-            version = json.loads(Path(local).read_text())["schema_version"]
-        except ValueError as err:
-            problems.append(f"{repo_id}/{f.path}: {str(err).split(': ', 1)[-1]}")
-            continue
+            raw = _get(url, token).content
         except Exception as err:
             raise _hub_error(err, repo_id, writing=False) from None
-        files.append((f.path, rows))
-        versions.append((f.path, version, rows))
+        try:
+            rows = loads_results(raw, where=f"{repo_id}/{path}")
+        except ValueError as err:
+            problems.append(f"{repo_id}/{path}: {str(err).split(': ', 1)[-1]}")
+            continue
+        files.append((path, rows))
+        versions.append((path, json.loads(raw)["schema_version"], rows))
     if not files and not problems and not missing_ok:
-        raise ValueError(f"dataset repo {repo_id} has no {RESULTS_FOLDER}/*.json results files")
+        raise ValueError(f"dataset repo {repo_id} is not a quantfit results repo: it has no {RESULTS_FOLDER}/*.json "
+                         "(push one with `python -m evaluation push RESULTS --repo OWNER/NAME`)")  # fmt: skip
     return _Loaded(repo_id, files, problems, versions)
 
 
