@@ -16,10 +16,12 @@ import streamlit as st
 from calculator import units
 from calculator.fit import FitOptions, as_setup, fit
 from calculator.hardware import GpuSetup
+from calculator.hub import is_repo_id
 from calculator.models import list_presets, load_preset
 from calculator.quality import QUALITY_KLD, QUALITY_ORDER
 from calculator.runtime import CacheType
 from calculator.search import best_format
+from calculator.units import shown
 from ui import fit_views
 from ui.context import context_input
 from ui.export import download_bar, table_downloads
@@ -27,6 +29,7 @@ from ui.guard import run_page
 from ui.pickers import HUB, gpu_select, hub_lookup
 from ui.share import fit_url, page_title
 from ui.style import RESULTS_FIRST
+from ui.url_state import MAX_URL_WARNINGS
 
 KV_TYPES = [c.value for c in CacheType]
 # Quality classes by the KLD of the file types that bound them on llama.cpp's scoreboard (calculator.quality).
@@ -34,6 +37,36 @@ TIERS = ((QUALITY_KLD["IQ4_XS"], "4-bit class or better"), (QUALITY_KLD["Q3_K_S"
          (float("inf"), "2-bit or below: heavy loss"))
 MAX_GPUS = 64
 MAX_HUB_MODELS = 8  # Hub models one view looks up (each is a network round trip the first time)
+MAX_HUB_NAME_CHARS = 96
+"""The Hub's limit on an owner or a repo name (huggingface_hub validate_repo_id): an id is at most 193 characters."""
+
+
+def hub_ids_from(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """(the Hub ids to look up, warnings) for the comma-separated "Add Hub ids" text, checked before any Hub call:
+    ids of the Hub's shape only (``owner/name``, letters, digits, ``_ . -``, at most 96 characters each, no
+    ``--`` or ``..``), each once, at most ``MAX_HUB_MODELS``; each warning names what was left out."""
+    wanted = list(dict.fromkeys(h.strip() for h in text.split(",") if h.strip()))
+    bad = [h for h in wanted if not _hub_shape(h)]
+    ids = [h for h in wanted if _hub_shape(h)]
+    warnings = []
+    if bad:
+        warnings.append(f"Not a Hub model id (owner/name: letters, digits, _ . -, at most {MAX_HUB_NAME_CHARS} "
+                        f"characters each): {_listed(bad)}; left out.")
+    if len(ids) > MAX_HUB_MODELS:
+        warnings.append(f"{len(ids)} Hub models listed; the first {MAX_HUB_MODELS} are ranked, "
+                        f"{_listed(ids[MAX_HUB_MODELS:])} left out.")
+    return tuple(ids[:MAX_HUB_MODELS]), warnings
+
+
+def _hub_shape(text: str) -> bool:
+    parts = text.split("/")
+    return (is_repo_id(text) and all(len(p) <= MAX_HUB_NAME_CHARS for p in parts) and "--" not in text
+            and ".." not in text and not text.endswith((".", "-")))
+
+
+def _listed(values: list[str]) -> str:
+    more = len(values) - MAX_URL_WARNINGS
+    return ", ".join(map(shown, values[:MAX_URL_WARNINGS])) + (f" and {more} more" if more > 0 else "")
 
 
 def _row(name: str, label: str, spec, setup: GpuSetup, context: int, opts: FitOptions, source: str) -> dict:
@@ -107,7 +140,9 @@ def main() -> None:
                                   "with the presets")
     if gpu is None:
         return
-    hub_ids = tuple(dict.fromkeys(h.strip() for h in hub_text.split(",") if h.strip()))[:MAX_HUB_MODELS]
+    hub_ids, warnings = hub_ids_from(hub_text)
+    for warning in warnings:
+        st.warning(warning, icon=":material/link_off:")
     setup = as_setup(gpu, int(n_gpus))
     with st.spinner("Sizing every model in every format…"):
         rows, problems = ranking(setup, context, FitOptions(kv_type=kv), hub_ids)

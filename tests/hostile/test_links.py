@@ -254,6 +254,54 @@ def test_guard_logs_the_link_that_reached_it(caplog):
     assert any("link values: {'ctx': ['4096']}" in r.getMessage() for r in caplog.records)
 
 
+# What can I run?: the Hub ids a link adds are bounded in number and shape before any Hub call.
+VALID_IDS = [f"acme/model-{i}" for i in range(12)]
+HUB_IDS = [
+    ("one", "Qwen/Qwen2.5-7B", ["Qwen/Qwen2.5-7B"], []),
+    ("spaces-and-repeats", " Qwen/Qwen2.5-7B , Qwen/Qwen2.5-7B,,", ["Qwen/Qwen2.5-7B"], []),
+    ("twelve", ",".join(VALID_IDS), VALID_IDS[:8],
+     ["12 Hub models listed; the first 8 are ranked, 'acme/model-8', 'acme/model-9', 'acme/model-10', "
+      "'acme/model-11' left out."]),
+    ("bad-shapes", "a/b/c,../etc/passwd,/etc/passwd,owner/na me,<img src=x>/y,acme/,acme/ok",
+     ["acme/ok"],
+     ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): 'a/b/c', "
+      "'../etc/passwd', '/etc/passwd', 'owner/na me', '<img src=x>/y' and 1 more; left out."]),
+    ("too-long", "a/" + "b" * 97 + ",a/" + "b" * 96, ["a/" + "b" * 96],
+     ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): "
+      "'a/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb...; left out."]),
+    ("hub-rules", "acme/a--b,acme/a..b,acme/a.,acme/-a", ["acme/-a"],
+     ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): 'acme/a--b', "
+      "'acme/a..b', 'acme/a.'; left out."]),
+]
+
+
+@pytest.mark.parametrize(("text", "ids", "warnings"), [h[1:] for h in HUB_IDS], ids=[h[0] for h in HUB_IDS])
+def test_can_run_hub_ids_bounded(text, ids, warnings):
+    from app_pages.can_run import hub_ids_from
+
+    assert hub_ids_from(text) == (tuple(ids), warnings)
+
+
+def test_can_run_asks_the_hub_only_for_the_ids_it_keeps(app, monkeypatch):
+    import ui.pickers
+
+    asked = []
+
+    def load_hub(repo_id, *args, **kwargs):
+        asked.append(repo_id)
+        raise ValueError("offline")
+
+    monkeypatch.setattr(ui.pickers, "load_hub", load_hub)
+    at, _ = app("can_run", hub_add=",".join([*VALID_IDS, "../etc/passwd", "x" * 500]))  # a link holds 1,000
+    warnings, errors = shown_text(at)
+    assert asked == VALID_IDS[:8]
+    assert errors == [f"Hub model left out: {repo}: offline" for repo in VALID_IDS[:8]]
+    assert warnings == ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): "
+                        "'../etc/passwd', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...; left out.",
+                        "12 Hub models listed; the first 8 are ranked, 'acme/model-8', 'acme/model-9', "
+                        "'acme/model-10', 'acme/model-11' left out."]
+
+
 # Denial of service: the worst links, each under 1 s of this process's CPU per page view.
 CPU_BUDGET_S = 1.0
 WORST_CONFIG = {"model_type": "llama", "hidden_size": 16384, "num_hidden_layers": 133, "num_attention_heads": 128,
