@@ -213,6 +213,7 @@ def test_copy_link_copies_the_short_address(app_url, page, tmp_path):
     page.locator("[data-testid='stMetric']").first.wait_for(timeout=30_000)
     wait_idle(page)
     open_and_wait(again, page.url, "[data-testid='stMetric']")  # the link reopens that tab
+    again.get_by_text("Tensor data").first.wait_for(timeout=30_000)  # the label can paint after the box
     assert again.get_by_text("Tensor data").count() == 1
 
 
