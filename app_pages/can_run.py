@@ -29,13 +29,15 @@ from ui.guard import run_page
 from ui.pickers import HUB, gpu_select, hub_lookup
 from ui.share import fit_url, page_title
 from ui.style import RESULTS_FIRST
-from ui.url_state import MAX_URL_WARNINGS
+from ui.url_state import MAX_URL_WARNINGS, warn_bad_url_number, warn_unknown_url_value
 
 KV_TYPES = [c.value for c in CacheType]
 # Quality classes by the KLD of the file types that bound them on llama.cpp's scoreboard (calculator.quality).
 TIERS = ((QUALITY_KLD["IQ4_XS"], "4-bit class or better"), (QUALITY_KLD["Q3_K_S"], "3-bit class: noticeable loss"),
          (float("inf"), "2-bit or below: heavy loss"))
-MAX_GPUS = 64
+MAX_GPUS = 8
+"""A server's worth (Will it fit? sizes up to 64): every preset in 30 file types on 64 GPUs at a 10M-token
+context cost 1.6-2 s of server CPU per view, on 8 GPUs ~0.5 s (docs/testing.md)."""
 MAX_HUB_MODELS = 8  # Hub models one view looks up (each is a network round trip the first time)
 MAX_HUB_NAME_CHARS = 96
 """The Hub's limit on an owner or a repo name (huggingface_hub validate_repo_id): an id is at most 193 characters."""
@@ -130,8 +132,11 @@ def main() -> None:
     c = st.columns([2, 0.8, 1.2, 1.8, 1.1], vertical_alignment="bottom")
     with c[0]:
         gpu = gpu_select()
-    n_gpus = c[1].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params")
+    warn_bad_url_number("n_gpus", low=1, high=MAX_GPUS, default=1, what="GPU count")
+    n_gpus = c[1].number_input("GPUs", 1, MAX_GPUS, 1, key="n_gpus", bind="query-params",
+                               help=f"Identical GPUs, up to {MAX_GPUS} here (Will it fit? takes up to 64)")
     context = context_input(c[2], c[3], max_context=None)
+    warn_unknown_url_value("kv", KV_TYPES, "KV cache type")
     kv = c[4].selectbox("KV cache", KV_TYPES, index=KV_TYPES.index("fp16"), key="kv", bind="query-params",
                         help="llama.cpp --cache-type-k/-v; q8_0 halves the cache")
     hub_text = st.text_input(f"Add {HUB}s", key="hub_add", bind="query-params",

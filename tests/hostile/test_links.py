@@ -275,14 +275,9 @@ HUB_IDS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "ids", "warnings"), [h[1:] for h in HUB_IDS], ids=[h[0] for h in HUB_IDS])
-def test_can_run_hub_ids_bounded(text, ids, warnings):
-    from app_pages.can_run import hub_ids_from
-
-    assert hub_ids_from(text) == (tuple(ids), warnings)
-
-
-def test_can_run_asks_the_hub_only_for_the_ids_it_keeps(app, monkeypatch):
+@pytest.fixture
+def hub_asked(monkeypatch):
+    """The Hub ids the page asked the Hub for (each answered "offline")."""
     import ui.pickers
 
     asked = []
@@ -292,9 +287,22 @@ def test_can_run_asks_the_hub_only_for_the_ids_it_keeps(app, monkeypatch):
         raise ValueError("offline")
 
     monkeypatch.setattr(ui.pickers, "load_hub", load_hub)
-    at, _ = app("can_run", hub_add=",".join([*VALID_IDS, "../etc/passwd", "x" * 500]))  # a link holds 1,000
+    return asked
+
+
+@pytest.mark.parametrize(("text", "ids", "warnings"), [h[1:] for h in HUB_IDS], ids=[h[0] for h in HUB_IDS])
+def test_can_run_hub_ids_bounded(cpu_view, hub_asked, text, ids, warnings):
+    at, _ = cpu_view("can_run", {"hub_add": text}, views=1, cold=False)  # the presets' sizings shared
+    shown, errors = shown_text(at)
+    assert hub_asked == ids and shown == warnings
+    assert errors == [f"Hub model left out: {repo}: offline" for repo in ids]
+
+
+def test_can_run_asks_the_hub_only_for_the_ids_it_keeps(cpu_view, hub_asked):
+    text = ",".join([*VALID_IDS, "../etc/passwd", "x" * 500])  # a link holds 1,000 characters
+    at, _ = cpu_view("can_run", {"hub_add": text}, views=1, cold=False)
     warnings, errors = shown_text(at)
-    assert asked == VALID_IDS[:8]
+    assert hub_asked == VALID_IDS[:8]
     assert errors == [f"Hub model left out: {repo}: offline" for repo in VALID_IDS[:8]]
     assert warnings == ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): "
                         "'../etc/passwd', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...; left out.",
@@ -381,6 +389,28 @@ def test_largest_preset_everything_maxed_once_sized(cpu_view, warm_pages):
     shown_text(at)
     assert cpu_s < CPU_BUDGET_S, f"{cpu_s:.2f} s of CPU for one view of fit (best of 3)"
     assert [m.value for m in at.metric if m.label == "Best format that fits"] == ["none"]
+
+
+@pytest.mark.timeout(240)
+def test_can_run_everything_maxed_once_sized(cpu_view, warm_pages):
+    """What can I run? sizes every preset in every ranked file type: once per server (the calculator's lru
+    caches), then any link's numbers cost under 1 s; its GPU count stops at 8 (64 GPUs cost 1.6-2 s)."""
+    cpu_view("can_run", {}, views=1)
+    query = {"n_gpus": "64", "ctx": "9999999", "kv": "q4_0"}
+    at, cpu_s = cpu_view("can_run", query, cold=False)
+    warnings, _ = shown_text(at)
+    assert cpu_s < CPU_BUDGET_S, f"{cpu_s:.2f} s of CPU for one view of can_run (best of 3)"
+    assert "The link asks for GPU count '64', which is above 8; showing 1 instead." in warnings
+    at, cpu_s = cpu_view("can_run", {**query, "n_gpus": "8", "ctx": "9999998"}, cold=False)
+    assert cpu_s < CPU_BUDGET_S, f"{cpu_s:.2f} s of CPU for one view of can_run on 8 GPUs (best of 3)"
+
+
+def test_can_run_link_values_it_cannot_use_say_so(cpu_view):
+    at, _ = cpu_view("can_run", {"n_gpus": "1000", "kv": "bogus"}, views=1, cold=False)
+    warnings, _ = shown_text(at)
+    assert warnings == ["The link asks for GPU count '1000', which is above 8; showing 1 instead.",
+                        "The link asks for KV cache type 'bogus', which is not in the list; showing the default "
+                        "instead. Pick one from the list."]
 
 
 def test_config_over_the_limit_is_refused_by_name(app):
