@@ -35,12 +35,11 @@ KV_TYPES = [c.value for c in CacheType]
 # Quality classes by the KLD of the file types that bound them on llama.cpp's scoreboard (calculator.quality).
 TIERS = ((QUALITY_KLD["IQ4_XS"], "4-bit class or better"), (QUALITY_KLD["Q3_K_S"], "3-bit class: noticeable loss"),
          (float("inf"), "2-bit or below: heavy loss"))
+# A server's worth (Will it fit? sizes up to 64): every preset in 30 file types on 64 GPUs at a 10M-token
+# context cost 1.6-2.6 s of server CPU per view, on 8 GPUs ~0.5 s (docs/testing.md).
 MAX_GPUS = 8
-"""A server's worth (Will it fit? sizes up to 64): every preset in 30 file types on 64 GPUs at a 10M-token
-context cost 1.6-2 s of server CPU per view, on 8 GPUs ~0.5 s (docs/testing.md)."""
 MAX_HUB_MODELS = 8  # Hub models one view looks up (each is a network round trip the first time)
-MAX_HUB_NAME_CHARS = 96
-"""The Hub's limit on an owner or a repo name (huggingface_hub validate_repo_id): an id is at most 193 characters."""
+MAX_HUB_NAME_CHARS = 96  # the Hub's limit on an owner or a repo name (huggingface_hub validate_repo_id)
 
 
 def hub_ids_from(text: str) -> tuple[tuple[str, ...], list[str]]:
