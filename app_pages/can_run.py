@@ -44,8 +44,8 @@ MAX_HUB_NAME_CHARS = 96  # the Hub's limit on an owner or a repo name (huggingfa
 
 def hub_ids_from(text: str) -> tuple[tuple[str, ...], list[str]]:
     """(the Hub ids to look up, warnings) for the comma-separated "Add Hub ids" text, checked before any Hub call:
-    ids of the Hub's shape only (``owner/name``, letters, digits, ``_ . -``, at most 96 characters each, no
-    ``--`` or ``..``), each once, at most ``MAX_HUB_MODELS``; each warning names what was left out."""
+    ids of the Hub's shape only (``_hub_shape``), each once, at most ``MAX_HUB_MODELS``; each warning names what
+    was left out."""
     wanted = list(dict.fromkeys(h.strip() for h in text.split(",") if h.strip()))
     bad = [h for h in wanted if not _hub_shape(h)]
     ids = [h for h in wanted if _hub_shape(h)]
@@ -60,9 +60,17 @@ def hub_ids_from(text: str) -> tuple[tuple[str, ...], list[str]]:
 
 
 def _hub_shape(text: str) -> bool:
-    parts = text.split("/")
-    return (is_repo_id(text) and all(len(p) <= MAX_HUB_NAME_CHARS for p in parts) and "--" not in text
-            and ".." not in text and not text.endswith((".", "-")))
+    """``owner/name`` (``calculator.hub.is_repo_id``) that the Hub's own rules accept (huggingface_hub's
+    validate_repo_id: at most 96 characters each, no ``--`` or ``..``, no leading or trailing ``-`` or ``.``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not is_repo_id(text) or len(text) > 2 * MAX_HUB_NAME_CHARS + 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _listed(values: list[str]) -> str:

@@ -269,9 +269,9 @@ HUB_IDS = [
     ("too-long", "a/" + "b" * 97 + ",a/" + "b" * 96, ["a/" + "b" * 96],
      ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): "
       "'a/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb...; left out."]),
-    ("hub-rules", "acme/a--b,acme/a..b,acme/a.,acme/-a", ["acme/-a"],
+    ("hub-rules", "acme/a--b,acme/a..b,acme/a.,acme/-a,acme/a.git,acme/a_b.c-d", ["acme/a_b.c-d"],
      ["Not a Hub model id (owner/name: letters, digits, _ . -, at most 96 characters each): 'acme/a--b', "
-      "'acme/a..b', 'acme/a.'; left out."]),
+      "'acme/a..b', 'acme/a.', 'acme/-a', 'acme/a.git'; left out."]),
 ]
 
 
