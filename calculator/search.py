@@ -24,7 +24,7 @@ from calculator.memory import weight_facts
 from calculator.models import ModelSpec, list_presets, load_preset
 from calculator.quality import QUALITY_KLD, QUALITY_ORDER
 from calculator.training import TrainingMode
-from calculator.units import MAX_GPU_COUNT, check_int
+from calculator.units import MAX_BATCH, MAX_CONTEXT_TOKENS, MAX_GPU_COUNT, check_int
 
 DEFAULT_SET_SIZES = (1, 2, 4, 8)
 """GPU counts ``smallest_gpu_set`` tries (the sizes servers come in)."""
@@ -40,12 +40,20 @@ class SetCost(StrEnum):
 
 
 def _fits(spec: ModelSpec, fmt: str, setup: GpuSetup, context: int, batch: int, o: FitOptions) -> bool:
-    """``fit(...).fits`` for inputs a search already validated, as the engine's ``fits`` probe answers it (the
-    one the max-context bisection asks): one placement instead of the offload search of a run that does not fit.
-    """
+    """``fit(...).fits`` as the engine's ``fits`` probe answers it (the one the max-context bisection asks): one
+    placement instead of the offload search of a run that does not fit. The same checks and messages as ``fit``."""
+    _check(context, batch, o)
     if not o.inference or not spec.n_layers:  # training, or fit's own error for a bare parameter count
         return fit(spec, fmt, setup, context, batch, options=o, with_max_context=False).fits
     return get_engine(o.engine).fits(spec, fmt, weight_facts(spec, fmt), setup, context, batch, o)
+
+
+def _check(context: int, batch: int, o: object) -> None:
+    """``fit``'s own input checks, before a probe (or a cache key) uses the values."""
+    check_int("context", context, high=MAX_CONTEXT_TOKENS, example="8192 tokens")
+    check_int("batch", batch, high=MAX_BATCH, example="1 sequence")
+    if not isinstance(o, FitOptions):
+        raise ValueError(f"options must be a FitOptions, got {type(o).__name__}: FitOptions(kv_type='q8_0', ...)")
 
 
 def max_context(
@@ -79,6 +87,7 @@ def best_format(
             f"no published quality rank for {', '.join(unknown)}; rankable formats: {', '.join(QUALITY_ORDER)}"
         )
     o = FitOptions() if options is None else options
+    _check(context, batch, o)
     return _best_format(spec, as_setup(gpu_setup), context, batch, o, tuple(sorted(names, key=QUALITY_ORDER.index)))
 
 
@@ -275,6 +284,7 @@ def advise(
     ``result``: the fit of these inputs, if already computed (its ``max_context`` is reused when it has one).
     ``with_best_format=False`` skips the file-type search (it sizes up to 30 file types)."""
     o = FitOptions() if options is None else options
+    _check(context, batch, o)
     if max_gpus is not None:
         check_int("max_gpus", max_gpus, high=MAX_GPU_COUNT, example="8")
     setup = as_setup(gpu_setup)

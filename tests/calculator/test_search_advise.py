@@ -143,3 +143,17 @@ def test_gpus_that_fit_raises_when_the_engine_refuses_every_device(llama8b):
 def test_max_gpus_is_validated(llama8b):
     with pytest.raises(ValueError, match="max_gpus"):
         advise(llama8b, "Q8_0", "RTX 4090", 4096, options=FitOptions(), max_gpus=0)
+
+
+@pytest.mark.parametrize(("context", "batch", "options"), [(0, 1, FitOptions()), (10**30, 1, FitOptions()),
+                                                           (4096, 0, FitOptions()), (4096, 1, {"kv_type": "q8_0"})])
+def test_searches_check_inputs_as_fit_does(llama8b, context, batch, options):
+    """The probes skip ``fit``, not its checks: the same one-line errors, before anything is cached."""
+    with pytest.raises(ValueError) as expected:
+        fit(llama8b, "Q4_K_M", "RTX 4090", context, batch, options=options)
+    for search in (lambda: best_format(llama8b, "RTX 4090", context, batch, options=options),
+                   lambda: gpus_that_fit(llama8b, "Q4_K_M", context, batch, options=options),
+                   lambda: advise(llama8b, "Q4_K_M", "RTX 4090", context, batch, options=options)):
+        with pytest.raises(ValueError) as err:
+            search()
+        assert str(err.value) == str(expected.value)
