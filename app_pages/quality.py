@@ -7,6 +7,10 @@ results for the default model ship in ``assets/results/*.json`` (made by ``pytho
 the curves are there on first launch. A run keeps every finished method in the engine's result cache, so a
 cancelled run resumes. Rows, chart and links are shared with the other quality pages (``ui.rows``,
 ``ui.charts``, ``ui.quality_data``); this file reads widgets and draws.
+
+GGUF methods have two scores where llama-cpp-python ran them (``Result.runtime``): the "llama.cpp runtime"
+toggle (``?qruntime=true``) draws both, "weights only" (dequantized into transformers) and "llama.cpp
+runtime" (the file through llama.cpp's kernels), and states llama.cpp's own floor.
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from ui.export import download_bar, figure_downloads, table_downloads
 from ui.guard import run_page
 from ui.labels import GB_NOTE, plural
 from ui.pickers import gpu_select, preset_labels
-from ui.quality_data import bundled_results, keep_result, matching_results, session_results
+from ui.quality_data import (
+    bundled_results,
+    keep_result,
+    matching_results,
+    quality_rows,
+    runtime_floor_note,
+    runtime_label,
+    session_results,
+)
 from ui.quality_run import run_caption, run_with_progress
 from ui.rows import RESULT_COLUMNS, add_links, result_row
 from ui.share import fit_url, known_format, memory_url, page_title
@@ -95,8 +107,8 @@ def _method_row() -> tuple[list[str], list[int], int]:
     return list(families or []), list(bits or []), int(group)
 
 
-def _axis_row() -> tuple[Axis, Axis, str, str, bool]:
-    c = st.columns([3, 2.4, 1.2, 1.2, 1.6], vertical_alignment="bottom")
+def _axis_row() -> tuple[Axis, Axis, str, str, bool, bool]:
+    c = st.columns([3, 2.4, 1.2, 1.2, 1.6, 1.8], vertical_alignment="bottom")
     x = c[0].selectbox("x axis", list(X_AXES), key="qx", bind="query-params")
     y = c[1].selectbox("y axis", list(Y_AXES), key="qy", bind="query-params")
     xs = c[2].selectbox("x scale", SCALES, key="qxscale", bind="query-params",
@@ -105,13 +117,17 @@ def _axis_row() -> tuple[Axis, Axis, str, str, bool]:
                         help="auto: log where the values span more than 20×")
     front = c[4].toggle("Pareto frontier", True, key="qfront", bind="query-params",
                         help="The points no other point beats on both size and quality")
-    return X_AXES[x], Y_AXES[y], xs, ys, front
+    runtime = c[5].toggle("llama.cpp runtime", False, key="qruntime", bind="query-params",
+                          help="GGUF methods scored two ways: weights only (dequantized into transformers: the "
+                               "weight error alone) and their file run by llama.cpp (its kernels also quantize "
+                               "the activations: what llama.cpp's users get). On: both, labelled")
+    return X_AXES[x], Y_AXES[y], xs, ys, front, runtime
 
 
 def _draw(rows: list[dict], chart_slot, table_slot, axes, *, key: str, title: str, final: bool = True):
     """Chart and table into their slots. While a run streams, each redraw gets its own ``key`` (one run
     may redraw the same slot many times); the final draw is the selectable chart."""
-    x, y, xs, ys, front = axes
+    x, y, xs, ys, front, _ = axes
     fig = size_quality_figure(rows, x, y, x_scale=xs, y_scale=ys, frontier=front)
     with chart_slot.container():
         st.markdown(f"**{title}**")
@@ -164,13 +180,15 @@ def main() -> None:
         st.error(f"A bundled results file is unreadable and left out: {problem}", icon=":material/error:")
 
     def current_rows() -> list[dict]:
-        """The results measured with these settings that the chosen methods and bit widths show."""
+        """The results measured with these settings that the chosen methods and bit widths show (GGUF
+        methods twice with the llama.cpp runtime toggle: weights only and through llama.cpp)."""
         rows = []
         for origin, r in matching_results(settings):
             if shown_by_choice(r, families, bits, st.session_state.get("qextra", "")):
-                row = result_row(r, origin)
-                row["excluded"] = requantizes_source_grid(r)
-                rows.append(row)
+                excluded = requantizes_source_grid(r)
+                for row in quality_rows(r, origin) if axes[5] else [result_row(r, origin)]:
+                    row["excluded"] = excluded
+                    rows.append(row)
         return rows
 
     title = (f"{settings.model} on {settings.corpus}: {settings.tokens:,} tokens in windows of "
@@ -220,6 +238,7 @@ def main() -> None:
     for_model, gpu = _price_row()
     add_links(rows, for_model, gpu.name if gpu else None)
     fig, event = _draw(rows, chart_slot, table_slot, axes, key="quality_chart", title=title)
+    _runtime_caption(matching_results(settings), axes[5])
     picked = selected_row(event, rows)
     if picked is not None:
         _link_buttons(picked, for_model, gpu.name if gpu else None, key="qpick")
@@ -249,6 +268,26 @@ def main() -> None:
                            f"{stem}-results.json", "application/json", key="quality_results_json",
                            icon=":material/download:", on_click="ignore",
                            help="The engine's schema (assets/results/SCHEMA.md): load it in Compare & share")
+
+
+def _runtime_caption(found: list[tuple[str, Result]], shown: bool) -> None:
+    """What the llama.cpp runtime rows are, and llama.cpp's own floor (or where to switch them on)."""
+    results = [r for _, r in found]
+    scored = [r for r in results if r.runtime is not None]
+    gguf = [r for r in results if r.family == "gguf"]
+    if not scored:
+        if shown and gguf:
+            st.caption(f"The GGUF points here are scored weights only: these results hold no "
+                       f"{runtime_label('llama.cpp')} scores (a run with llama-cpp-python installed adds them).")
+        return
+    if not shown:
+        st.caption(f"{plural(len(scored), 'GGUF method')} here were also run through llama.cpp: switch on "
+                   f"“llama.cpp runtime” to see both scores.")
+        return
+    st.caption(f"GGUF: “weights only” dequantizes the file into transformers (the weight error alone); "
+               f"“{runtime_label('llama.cpp')}” runs the file through llama.cpp on the same token ids, whose "
+               f"kernels also quantize the activations to Q8 (what llama.cpp's users get). "
+               + (runtime_floor_note(scored) or ""))
 
 
 def _price_row():

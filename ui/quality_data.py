@@ -1,10 +1,17 @@
 """The data the quality pages (Quality, Reference results, Compare & share) share, cached for Streamlit:
 the bundled results files, this session's results, the published reference tables, and the one prepared
 baseline a server keeps between runs. The reading itself is ``evaluation.plan`` / ``evaluation.reference``.
+
+A GGUF result is scored two ways (``evaluation.runtime``): its weights dequantized into transformers
+(``Result.quality``: the weight error alone) and, where llama-cpp-python was installed, its file run by
+llama.cpp on the same token ids (``Result.runtime``: what llama.cpp's users get, activations quantized to
+Q8 in the dot products too). ``quality_rows`` makes one row of each, labelled, and ``runtime_floor_note``
+states llama.cpp's own floor (the baseline's weights through llama.cpp against transformers).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -12,6 +19,8 @@ import streamlit as st
 from evaluation.plan import RESULTS_DIR, BaselineStore, RunSettings, read_results_files, results_files
 from evaluation.reference import load_reference
 from evaluation.results import Result, load_results
+from ui.labels import method_family_label
+from ui.rows import result_row
 
 SESSION_RESULTS = "quality_results"
 """``st.session_state`` key of this session's results ({result key: Result})."""
@@ -27,6 +36,63 @@ REFERENCE_TITLES = {
 }
 """Short titles of the bundled published tables; the stems are the URL values. A table missing here shows
 its stem."""
+
+
+WEIGHTS_ONLY = "weights only"
+"""Label of a GGUF result's own scores: its weights dequantized into transformers."""
+
+
+def runtime_label(engine: str) -> str:
+    """Label of the scores of a method's file run by ``engine`` ("llama.cpp runtime")."""
+    return f"{engine} runtime"
+
+
+def _family_name(family: str) -> str:
+    return method_family_label(family).split(" (")[0]  # "GGUF (llama.cpp)" -> "GGUF": the label says the rest
+
+
+def quality_rows(result: Result, origin: str) -> list[dict]:
+    """The chart and table rows of one result: ``ui.rows.result_row``; a GGUF result's row is labelled
+    "weights only" (its series "GGUF · weights only"), and one with engine scores (``Result.runtime``) gets a
+    second row with those, "gguf-Q4_0 · llama.cpp runtime" in the series "GGUF · llama.cpp runtime": same
+    bytes, the engine's PPL, KLD, top-1 and RMS delta-p, and its evaluation time."""
+    row = result_row(result, origin)
+    if result.family != "gguf" and result.runtime is None:
+        return [row]
+    name = _family_name(result.family)
+    row["family"] = f"{name} · {WEIGHTS_ONLY}"
+    rt = result.runtime
+    if rt is None:
+        return [row]
+    label = runtime_label(rt.engine)
+    shown = replace(result, method_id=f"{result.method_id} · {label}", quality=rt.quality,
+                    eval_seconds=rt.eval_seconds)  # fmt: skip
+    engine_row = result_row(shown, origin)
+    engine_row["id"] = f"{row['id']}|{rt.engine}"
+    engine_row["family"] = f"{name} · {label}"
+    return [row, engine_row]
+
+
+def runtime_floor_note(results: list[Result]) -> str | None:
+    """One sentence per engine floor among ``results`` (llama.cpp on the baseline's own weights against the
+    baseline in transformers); a sentence that it was not measured where results have engine scores but no
+    floor; None where no result has engine scores."""
+    engines = [r.runtime for r in results if r.runtime is not None]
+    if not engines:
+        return None
+    floors = {(rt.engine, rt.engine_version, rt.floor_file): rt.floor for rt in engines if rt.floor is not None}
+    if not floors:
+        return (f"{engines[0].engine}'s own floor (the baseline's weights through it) was not measured for these "
+                "results, so its runtime rows include an unknown share of the engine's own error.")  # fmt: skip
+    lines = []
+    for (engine, version, floor_file), q in floors.items():
+        lines.append(
+            f"{engine}'s own floor ({version}): {floor_file} run by {engine} against the same weights in "
+            f"transformers gives KLD {q.kld_mean:.6f}, top-1 agreement {100 * q.top1_agreement:.2f}%, PPL "
+            f"{q.ppl:.3f} vs {q.baseline_ppl:.3f}. Every “{runtime_label(engine)}” point includes it; the "
+            f"“{WEIGHTS_ONLY}” points measure the weights alone."
+        )
+    return " ".join(lines)
 
 
 def reference_title(stem: str) -> str:
