@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +115,25 @@ def test_a_bad_file_in_a_repo_is_a_problem_not_a_failure(hub, results_file):
 
 def test_card_of_an_empty_repo():
     assert "no results yet" in dataset_card("acme/evals", {})
+
+
+def test_a_repo_without_results_is_named_so(hub):
+    hub.datasets["acme/notes"] = {"README.md": b"# notes"}
+    with pytest.raises(ValueError, match=r"dataset repo acme/notes is not a quantfit results repo: it has no "
+                                         r"results/\*\.json \(push one with `python -m evaluation push"):  # fmt: skip
+        repo_results("acme/notes")
+    assert repo_results("acme/notes", missing_ok=True).files == []
+
+
+def test_a_hub_that_never_answers_times_out_once(monkeypatch):
+    from tests.calculator.gguf_fixtures import hung_endpoint
+
+    monkeypatch.setenv("QUANTFIT_HUB_TIMEOUT", "1")
+    start = time.monotonic()
+    with hung_endpoint() as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        expected = (rf"^the Hub \({endpoint}\) timed out after 1 s on dataset repo acme/evals: retry, or raise "
+                    r"QUANTFIT_HUB_TIMEOUT \(seconds\)$")
+        with pytest.raises(ValueError, match=expected):
+            repo_results("acme/evals")
+    assert time.monotonic() - start < 5  # one timeout, no retries
