@@ -39,7 +39,7 @@ MAX_UPLOAD_MB = MAX_RESULTS_FILE_BYTES // 2**20
 MAX_UPLOADS = 20  # files read from one upload (a comparison of more is unreadable anyway)
 # Bytes read from all uploads together: validation costs CPU per byte, so the rest is refused unread.
 MAX_UPLOAD_TOTAL_BYTES = 2 * MAX_RESULTS_FILE_BYTES
-HUB_TTL_S = 300  # a repo is read again after 5 minutes, so a new push shows without a restart
+HUB_TTL_S = 120  # a repo (or its error) is read again after 2 minutes: a new push shows, a Hub back up too
 
 
 def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
@@ -69,10 +69,15 @@ def parse_uploads(files) -> tuple[list[tuple[str, list[Result]]], list[str]]:
 
 
 @st.cache_data(ttl=HUB_TTL_S, max_entries=16, show_spinner=False)
-def _repo_files(repo_id: str) -> tuple[list[tuple[str, list[Result]]], list[str]]:
-    """[(OWNER/NAME/results/FILE.json, results)] of a Hub dataset repo, and one line per file left out."""
-    loaded = repo_results(repo_id)
-    return [(f"{repo_id}/{path}", rows) for path, rows in loaded.files], loaded.problems
+def _repo_files(repo_id: str) -> tuple[list[tuple[str, list[Result]]], list[str], str | None]:
+    """([(OWNER/NAME/results/FILE.json, results)], one line per file left out, the error or None) of a Hub
+    dataset repo. An error is cached too: every rerun of the page (any widget) would otherwise wait out a
+    hung Hub's timeout again."""
+    try:
+        loaded = repo_results(repo_id)
+    except ValueError as err:  # offline, not found, timed out, not a quantfit results repo
+        return [], [], str(err)
+    return [(f"{repo_id}/{path}", rows) for path, rows in loaded.files], loaded.problems, None
 
 
 def _hub_sources(text: str | None) -> list[tuple[str, list[Result]]]:
@@ -84,12 +89,10 @@ def _hub_sources(text: str | None) -> list[tuple[str, list[Result]]]:
         st.error(f"Hub repo {repo_id[:100]!r} is not a Hub repo id: write OWNER/NAME, e.g. acme/quant-evals",
                  icon=":material/error:")
         return []
-    try:
-        with st.spinner(f"Reading {repo_id} from the Hub"):
-            files, problems = _repo_files(repo_id)
-    except ValueError as err:  # offline, not found, timed out, not a quantfit results repo
-        st.error(f"Hub repo not loaded: {err}", icon=":material/error:")
-        return []
+    with st.spinner(f"Reading {repo_id} from the Hub"):
+        files, problems, error = _repo_files(repo_id)
+    if error is not None:
+        st.error(f"Hub repo not loaded: {error}", icon=":material/error:")
     for message in problems:
         st.warning(f"Hub file left out: {message}", icon=":material/warning:")
     return files

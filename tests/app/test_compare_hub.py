@@ -124,3 +124,12 @@ def test_a_hub_that_never_answers_times_out(page, monkeypatch):
     assert texts(at.error) == [f"Hub repo not loaded: the Hub ({endpoint}) timed out after 1 s on dataset repo "
                                f"{REPO}: retry, or raise QUANTFIT_HUB_TIMEOUT (seconds)"]  # fmt: skip
     assert time.monotonic() - start < 20  # one timeout, no retries
+
+
+def test_an_error_is_not_fetched_again_on_every_rerun(page, pushed, fake_hub):
+    at = page(csession="false", crepo="acme/nothing")
+    before = len(fake_hub.requests)
+    at.selectbox(key="cy").set_value("PPL").run()  # any widget reruns the page
+    no_exception(at)
+    assert any("acme/nothing was not found" in e for e in texts(at.error))
+    assert len(fake_hub.requests) == before
