@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, LlamaFileType
 
@@ -238,6 +238,11 @@ _CONVERTED_F32 = ("ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight", "position_
                   "time_mix_w2", "time_mix_decay_w1", "time_mix_decay_w2", "time_mix_lerp_fused")
 
 
+# One alternation each instead of ~35 substring tests per name ("any of these substrings occurs").
+_NEVER_QUANTIZED_RE = re.compile("|".join(map(re.escape, _NEVER_QUANTIZED)))
+_CONVERTED_F32_RE = re.compile("|".join(map(re.escape, _CONVERTED_F32)))
+
+
 def _ne(shape: tuple[int, ...]) -> tuple[int, ...]:
     """PyTorch shape -> ggml ``ne`` (innermost first): (n_expert, out, in) -> (in, out, n_expert)."""
     return tuple(reversed(shape)) or (1,)
@@ -258,7 +263,7 @@ def _allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
         return False
     if name in _NEVER_QUANTIZED_EXACT:
         return False
-    return not any(s in name for s in _NEVER_QUANTIZED)
+    return _NEVER_QUANTIZED_RE.search(name) is None
 
 
 @functools.lru_cache(maxsize=16384)
@@ -266,7 +271,7 @@ def _source_type(name: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
     """Type of the tensor in the F16 GGUF that convert_hf_to_gguf.py writes (llama-quantize's input)."""
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
         return T.F32
-    if any(s in name for s in _CONVERTED_F32):
+    if _CONVERTED_F32_RE.search(name):
         return T.F32
     return T.F16
 
@@ -283,9 +288,12 @@ def _block(t: GGMLQuantizationType) -> int:
     return GGML_QUANT_SIZES[t][0]
 
 
+_BLOCK_RE = re.compile(r"blk\.([+-]?\d+)\.")
+
+
 def _block_layer(name: str) -> int:
     """``sscanf(name, "blk.%d.")``: the block index, -1 for tensors outside the blocks."""
-    m = re.match(r"blk\.([+-]?\d+)\.", name)
+    m = _BLOCK_RE.match(name)
     return int(m.group(1)) if m else -1
 
 
@@ -330,18 +338,31 @@ def _use_more_bits(i_layer: int, n_layers: int) -> bool:
     return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
 
 
+# quantize_state_impl's counters, by index: i_attention_wv, i_ffn_down, i_ffn_gate, i_ffn_up.
+_WV, _DOWN, _GATE, _UP = range(4)
+
+
 @dataclass
 class _State:
-    """quantize_state_impl: counters advanced as tensors are visited in file order."""
+    """quantize_state_impl: the counters llama-quantize has advanced when it reaches one tensor.
+
+    llama-quantize adds one to a category's counter each time its rule sees a tensor of that category, so
+    the counter is the tensor's index among the quantized tensors of its category in file order:
+    ``_plan`` computes it once per model and ``_replay`` sets ``counters`` before each rule call (the
+    increments of llama_tensor_get_type_impl are therefore not written below). ``read`` records whether
+    the rule looked at a counter or a block index, i.e. whether its answer may differ from layer to layer.
+    """
 
     model: _Model
     has_imatrix: bool
     n_attention_wv: int
     n_ffn_down: int
-    i_attention_wv: int = 0
-    i_ffn_down: int = 0
-    i_ffn_gate: int = 0
-    i_ffn_up: int = 0
+    counters: tuple[int, int, int, int] = (0, 0, 0, 0)
+    read: bool = False
+
+    def count(self, which: int) -> int:
+        self.read = True
+        return self.counters[which]
 
 
 _IQ2_FAMILY = (FT.MOSTLY_IQ2_XXS, FT.MOSTLY_IQ2_XS, FT.MOSTLY_IQ1_S, FT.MOSTLY_IQ2_S, FT.MOSTLY_IQ2_M,
@@ -352,15 +373,16 @@ _MOE8_ATTN_OUTPUT_Q5_K = (FT.MOSTLY_Q2_K, FT.MOSTLY_IQ3_XS, FT.MOSTLY_IQ3_XXS, F
                           FT.MOSTLY_IQ3_S, FT.MOSTLY_IQ3_M, FT.MOSTLY_IQ4_XS)
 
 
-def _layer_info(qs: _State, counter: int, name: str) -> tuple[int, int]:
+def _layer_info(qs: _State, which: int, name: str) -> tuple[int, int]:
     """layer_info: with experts the layer comes from the name (Mixtral's experts are not in order)."""
+    qs.read = True
     if max(1, qs.model.n_expert) > 1:
         i_layer = _block_layer(name)
         if not 0 <= i_layer < qs.model.n_layer:
             raise ValueError(f"tensor {name}: cannot tell its layer in [0, {qs.model.n_layer}) "
                              "(llama-quantize needs blk.N. names for MoE models)")
         return i_layer, qs.model.n_layer
-    return counter, qs.n_ffn_down
+    return qs.counters[which], qs.n_ffn_down
 
 
 def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, cat: _Cat) -> T:
@@ -398,13 +420,11 @@ def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, ca
                 new_type = T.Q4_K
             else:
                 new_type = T.IQ3_S if iq2_s_or_m else T.Q2_K
-            qs.i_attention_wv += 1
         elif m.n_expert == 8 and cat is _Cat.ATTENTION_K:
             new_type = T.Q4_K
         elif cat is _Cat.FFN_DOWN:
-            if qs.i_ffn_down < qs.n_ffn_down // 8:
+            if qs.count(_DOWN) < qs.n_ffn_down // 8:
                 new_type = T.IQ3_S if iq2_s_or_m else T.Q2_K
-            qs.i_ffn_down += 1
         elif cat is _Cat.ATTENTION_OUTPUT:
             if m.n_expert == 8:
                 new_type = T.Q5_K
@@ -426,22 +446,21 @@ def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, ca
         elif ftype is FT.MOSTLY_IQ3_M:
             new_type = T.Q4_K
         elif ftype is FT.MOSTLY_Q3_K_M:
-            new_type = T.Q5_K if qs.i_attention_wv < 2 else T.Q4_K
+            new_type = T.Q5_K if qs.count(_WV) < 2 else T.Q4_K
         elif ftype is FT.MOSTLY_Q3_K_L:
             new_type = T.Q5_K
         elif ftype in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS) and m.n_gqa >= 4:
             new_type = T.Q5_K
-        elif ftype in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and _use_more_bits(qs.i_attention_wv,
+        elif ftype in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and _use_more_bits(qs.count(_WV),
                                                                                qs.n_attention_wv):
             new_type = T.Q6_K
-        elif ftype is FT.MOSTLY_Q4_K_S and qs.i_attention_wv < 4:
+        elif ftype is FT.MOSTLY_Q4_K_S and qs.count(_WV) < 4:
             new_type = T.Q5_K
         if m.is_70b and new_type in (T.Q3_K, T.Q4_K):
             # 70B: 8 heads share each attn_v row, so more bits there cost little
             new_type = T.Q5_K
         if m.n_expert == 8:
             new_type = T.Q8_0
-        qs.i_attention_wv += 1
         return new_type
 
     if cat is _Cat.ATTENTION_K:
@@ -461,7 +480,7 @@ def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, ca
         return new_type
 
     if cat is _Cat.FFN_DOWN:
-        i_layer, n_layer = _layer_info(qs, qs.i_ffn_down, name)
+        i_layer, n_layer = _layer_info(qs, _DOWN, name)
         if ftype is FT.MOSTLY_Q2_K:
             new_type = T.Q3_K
         elif ftype is FT.MOSTLY_Q2_K_S:
@@ -497,7 +516,6 @@ def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, ca
         elif ftype in (FT.MOSTLY_Q4_0, FT.MOSTLY_Q5_0) and qs.has_imatrix and i_layer < n_layer // 8:
             # guard against the first ffn_down layers going wrong, only with an imatrix
             new_type = T.Q4_1 if ftype is FT.MOSTLY_Q4_0 else T.Q5_1
-        qs.i_ffn_down += 1
         return new_type
 
     if cat is _Cat.ATTENTION_OUTPUT:
@@ -515,14 +533,12 @@ def _impl(qs: _State, new_type: T, name: str, ne: tuple[int, ...], ftype: FT, ca
     # (An ATTENTION_QKV branch follows in the source, but category_is_attn_v already took attn_qkv.)
 
     if cat in (_Cat.FFN_GATE, _Cat.FFN_UP):
-        counter = qs.i_ffn_gate if cat is _Cat.FFN_GATE else qs.i_ffn_up
-        i_layer, n_layer = _layer_info(qs, counter, name)
-        if ftype is FT.MOSTLY_IQ3_XS and n_layer // 8 <= i_layer < 7 * n_layer // 8:
-            new_type = T.IQ3_XXS
-        if cat is _Cat.FFN_GATE:
-            qs.i_ffn_gate += 1
-        else:
-            qs.i_ffn_up += 1
+        # Only IQ3_XS reads the layer here; layer_info runs for every file type of an MoE model all the same,
+        # as llama.cpp's does, because it refuses names without a block index.
+        if ftype is FT.MOSTLY_IQ3_XS or max(1, m.n_expert) > 1:
+            i_layer, n_layer = _layer_info(qs, _GATE if cat is _Cat.FFN_GATE else _UP, name)
+            if ftype is FT.MOSTLY_IQ3_XS and n_layer // 8 <= i_layer < 7 * n_layer // 8:
+                new_type = T.IQ3_XXS
         return new_type
 
     return new_type
@@ -632,43 +648,187 @@ class GGUFFile:
         return sum(ceil_div(n, a) * a for _, _, n in self.tensor_types)
 
 
-def _replay(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
+# --- the replay -----------------------------------------------------------------------------------
+#
+# Speed (issue 14): the Fit page sizes ~30 file types of one model, and a link may bring a model nobody has
+# sized. What depends only on the model is computed once per spec (``_plan``): the file order, each
+# tensor's category, quantizability and source type (once per name with its block index taken out: the
+# rules' substrings never contain a digit), and the counters llama-quantize holds when it reaches each
+# tensor. The tensors llama-quantize may quantize fall into groups of equal (category, ne); a file type
+# runs ``_impl`` once per group, and once per tensor only where that call read a counter or a block index
+# (attn_v and ffn_down of Q4_K_M, for instance). Llama 3.1 405B at Q4_K_M: 9 groups, 259 rule calls for
+# 884 quantizable tensors. Where a rule or a fallback raises, the replay runs again tensor by tensor in
+# file order (``_replay_in_order``), so the error names the tensor llama-quantize would stop at.
+
+_COUNTER_GROUP = {_Cat.ATTENTION_V: _WV, _Cat.ATTENTION_QKV: _WV, _Cat.ATTENTION_KV_B: _WV,
+                  _Cat.FFN_DOWN: _DOWN, _Cat.FFN_GATE: _GATE, _Cat.FFN_UP: _UP}
+"""The _State counter each category advances."""
+
+_OUTPUT_NAMES = frozenset(("token_embd.weight", "per_layer_token_embd.weight", "output.weight"))
+
+
+class _Entry(NamedTuple):
+    """One tensor llama-quantize may quantize, with what ``_impl`` reads besides the file type."""
+
+    position: int
+    """Index in the file order."""
+    name: str
+    counters: tuple[int, int, int, int]
+    """(i_attention_wv, i_ffn_down, i_ffn_gate, i_ffn_up) when llama-quantize reaches this tensor."""
+    output_name: bool
+    """token_embd/output: never "requires an imatrix" (tensor_requires_imatrix)."""
+
+
+class _Group(NamedTuple):
+    """The quantizable tensors of one (category, ne), in file order: every ``_impl`` input but the counters,
+    the block index and the name is the same for them, and so are their bytes in any one type."""
+
+    cat: _Cat
+    ne: tuple[int, ...]
+    n_rows: int
+    entries: list[_Entry]
+
+
+class _Plan(NamedTuple):
+    """Everything of a replay that depends on the model only (see the comment above)."""
+
+    facts: _Model
+    names: tuple[str, ...]
+    """Tensor names in llama-quantize's order (weight_name_comparer)."""
+    fixed: tuple[tuple[int, str, int], ...]
+    """(position, source type name, bytes) of the tensors no file type quantizes."""
+    groups: tuple[_Group, ...]
+    """By first position."""
+    n_attention_wv: int
+    total_params: int
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(spec: ModelSpec) -> _Plan:
     facts = _model_facts(spec)
+    order = []
+    for t in spec.tensors:
+        m = _BLOCK_RE.match(t.name)
+        # a name with its block index taken out ("blk.#.attn_q.weight"): what the name rules read
+        order.append((int(m.group(1)), t.name, t.shape, f"blk.#.{t.name[m.end():]}") if m else
+                     (-1, t.name, t.shape, t.name))
     # llama_model_loader::weight_name_comparer: non-block tensors (layer -1) first, then by block, then name
-    tensors = sorted(spec.tensors, key=lambda t: (_block_layer(t.name), t.name))
-    qs = _State(model=facts, has_imatrix=has_imatrix,
-                n_attention_wv=sum(_category(t.name) in _ATTN_V_LIKE for t in tensors),
-                n_ffn_down=facts.n_layer)
-    rows: list[tuple[str, str, int]] = []
-    fallbacks: list[Fallback] = []
-    quantized_params = 0
-    total_params = 0
-    requires_imatrix = False
-    for t in tensors:
-        shape = tuple(t.shape)
-        numel = 1
-        for d in shape:
-            numel *= d
+    order.sort(key=lambda row: row[:2])
+    by_name: dict[tuple[str, tuple[int, ...]], tuple] = {}
+    fixed: list[tuple[int, str, int]] = []
+    groups: dict[tuple[_Cat, tuple[int, ...]], _Group] = {}
+    counters = [0, 0, 0, 0]
+    total_params = n_attention_wv = 0
+    for position, (_, name, shape, pattern) in enumerate(order):
+        facts_of = by_name.get((pattern, shape))
+        if facts_of is None:
+            numel = 1
+            for d in shape:
+                numel *= d
+            cat = _category(name)
+            allowed = _allows_quantization(name, shape)
+            source = None if allowed else _source_type(name, shape)
+            ne = _ne(shape)
+            facts_of = by_name[pattern, shape] = (
+                numel, cat, allowed, ne, numel // ne[0] if ne[0] else 0,
+                None if allowed else (source.name, _tensor_bytes(name, shape, source)))
+        numel, cat, allowed, ne, n_rows, fixed_row = facts_of
         total_params += numel
-        if _allows_quantization(t.name, shape):
-            new_type = ft.default_type
-            if _is_quantized(new_type):
-                wanted = _impl(qs, new_type, t.name, _ne(shape), ft.ftype, _category(t.name))
-                new_type = _fallback(t.name, _ne(shape)[0], wanted)
-                if new_type is not wanted:
-                    fallbacks.append(Fallback(t.name, _ne(shape)[0], wanted.name, new_type.name))
-            requires_imatrix |= _requires_imatrix(t.name, new_type, ft.ftype)
-        else:
-            new_type = _source_type(t.name, shape)
-        if _is_quantized(new_type):
-            quantized_params += numel
-        rows.append((t.name, new_type.name, _tensor_bytes(t.name, shape, new_type)))
+        n_attention_wv += cat in _ATTN_V_LIKE
+        if not allowed:
+            fixed.append((position, *fixed_row))
+            continue
+        group = groups.get((cat, ne))
+        if group is None:
+            group = groups[cat, ne] = _Group(cat, ne, n_rows, [])
+        group.entries.append(_Entry(position, name, tuple(counters), name in _OUTPUT_NAMES))
+        which = _COUNTER_GROUP.get(cat)
+        if which is not None:
+            counters[which] += 1
+    return _Plan(facts, tuple(row[1] for row in order), tuple(fixed), tuple(groups.values()), n_attention_wv,
+                 total_params)
+
+
+def _choose(qs: _State, g: _Group, e: _Entry, ft: FileType) -> tuple[T, T]:
+    """(the type the recipe wants, the type stored after tensor_type_fallback) for one tensor."""
+    qs.counters, qs.read = e.counters, False
+    wanted = _impl(qs, ft.default_type, e.name, g.ne, ft.ftype, g.cat)
+    return wanted, _fallback(e.name, g.ne[0], wanted)
+
+
+def _result(spec: ModelSpec, plan: _Plan, ft: FileType, has_imatrix: bool, types: list, sizes: list,
+            quantized_params: int, requires_imatrix: bool, fallbacks: list[tuple[int, Fallback]]) -> GGUFFile:
+    for position, type_name, n_bytes in plan.fixed:
+        types[position], sizes[position] = type_name, n_bytes
     return GGUFFile(
-        model=spec.name, file_type=ft.name, tensor_types=tuple(rows),
-        tensor_data_bytes=sum(n for _, _, n in rows), total_params=total_params,
-        quantized_params=quantized_params, imatrix=has_imatrix, requires_imatrix=requires_imatrix,
-        fallbacks=tuple(fallbacks), source=SOURCE,
+        model=spec.name, file_type=ft.name, tensor_types=tuple(zip(plan.names, types, sizes, strict=True)),
+        tensor_data_bytes=sum(sizes), total_params=plan.total_params, quantized_params=quantized_params,
+        imatrix=has_imatrix, requires_imatrix=requires_imatrix,
+        fallbacks=tuple(f for _, f in sorted(fallbacks, key=lambda pf: pf[0])), source=SOURCE,
     )
+
+
+def _replay_in_order(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
+    """llama_model_quantize_impl's loop, one tensor at a time in file order: the reference ``_replay`` is
+    checked against, and the path that raises at the tensor llama-quantize would stop at."""
+    plan = _plan(spec)
+    qs = _State(model=plan.facts, has_imatrix=has_imatrix, n_attention_wv=plan.n_attention_wv,
+                n_ffn_down=plan.facts.n_layer)
+    n = len(plan.names)
+    types, sizes = [""] * n, [0] * n
+    quantized_params, requires_imatrix, fallbacks = 0, False, []
+    visits = sorted((e.position, g, e) for g in plan.groups for e in g.entries)
+    for _, g, e in visits:
+        new_type = ft.default_type
+        if _is_quantized(new_type):
+            wanted, new_type = _choose(qs, g, e, ft)
+            if new_type is not wanted:
+                fallbacks.append((e.position, Fallback(e.name, g.ne[0], wanted.name, new_type.name)))
+        requires_imatrix |= _requires_imatrix(e.name, new_type, ft.ftype)
+        if _is_quantized(new_type):
+            quantized_params += g.n_rows * g.ne[0]
+        types[e.position] = new_type.name
+        sizes[e.position] = g.n_rows * _tensor_bytes(e.name, (g.ne[0],), new_type)
+    return _result(spec, plan, ft, has_imatrix, types, sizes, quantized_params, requires_imatrix, fallbacks)
+
+
+def _replay(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
+    """The same answer as ``_replay_in_order``, one rule call per group where the rule reads no counter."""
+    plan = _plan(spec)
+    qs = _State(model=plan.facts, has_imatrix=has_imatrix, n_attention_wv=plan.n_attention_wv,
+                n_ffn_down=plan.facts.n_layer)
+    n = len(plan.names)
+    types, sizes = [""] * n, [0] * n
+    quantized_params, requires_imatrix, fallbacks = 0, False, []
+    quantized_default = _is_quantized(ft.default_type)
+    try:
+        for g in plan.groups:
+            first = g.entries[0]
+            if quantized_default:
+                wanted, new_type = _choose(qs, g, first, ft)
+                per_tensor = qs.read  # the answer may change from layer to layer: ask for every tensor
+            else:
+                wanted = new_type = ft.default_type
+                per_tensor = False
+            chosen = [(e, wanted, new_type) if not per_tensor or e is first else (e, *_choose(qs, g, e, ft))
+                      for e in g.entries]
+            # type -> (its name, bytes of one tensor, quantized, needs an imatrix unless token_embd/output)
+            stored: dict[T, tuple[str, int, bool, bool]] = {}
+            for e, wanted, new_type in chosen:
+                row = stored.get(new_type)
+                if row is None:
+                    row = stored[new_type] = (new_type.name, g.n_rows * _tensor_bytes(e.name, (g.ne[0],), new_type),
+                                              _is_quantized(new_type), _requires_imatrix("", new_type, ft.ftype))
+                types[e.position], sizes[e.position] = row[0], row[1]
+                if row[2]:
+                    quantized_params += g.n_rows * g.ne[0]
+                if row[3] and not e.output_name:
+                    requires_imatrix = True
+                if new_type is not wanted:
+                    fallbacks.append((e.position, Fallback(e.name, g.ne[0], wanted.name, new_type.name)))
+    except ValueError:
+        return _replay_in_order(spec, ft, has_imatrix)
+    return _result(spec, plan, ft, has_imatrix, types, sizes, quantized_params, requires_imatrix, fallbacks)
 
 
 def gguf_file(spec: ModelSpec, file_type: str, *, imatrix: bool | None = None) -> GGUFFile:

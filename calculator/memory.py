@@ -51,12 +51,18 @@ class WeightMemory:
     tensor_rows: tuple[TensorMemory, ...] | None = field(default=None, repr=False)
     class_formats: dict[str, Format] | None = field(default=None, repr=False, compare=False)
     spec: ModelSpec | None = field(default=None, repr=False, compare=False)
+    file_rows: tuple[tuple[str, str, int], ...] | None = field(default=None, repr=False)
+    """A GGUF file type's (name, type, bytes) per tensor (``GGUFFile.tensor_types``), kept as they come."""
 
     @functools.cached_property
     def tensors(self) -> tuple[TensorMemory, ...]:
         """Every tensor with its format and bytes (built on first use: sweeps only need totals)."""
         if self.tensor_rows is not None:
             return self.tensor_rows
+        if self.file_rows is not None:
+            shapes = _shapes(self.spec)
+            return tuple(TensorMemory(name, shapes[name], type_name, n_bytes)
+                         for name, type_name, n_bytes in self.file_rows)
         rows = []
         for t in self.spec.tensors:
             kind = "vector" if not t.is_matrix else "embedding" if t.role in EMBEDDING_ROLES else "matrix"
@@ -147,10 +153,8 @@ def _spec_weight_memory(spec: ModelSpec, fmt: str | Format, quantize_embeddings:
         from calculator.gguf_recipes import gguf_file
 
         gf = gguf_file(spec, fmt)
-        shapes = {t.name: t.shape for t in spec.tensors}
-        tensors = tuple(TensorMemory(name, shapes[name], type_name, n_bytes)
-                        for name, type_name, n_bytes in gf.tensor_types)
-        return WeightMemory(spec.name, gf.file_type, gf.tensor_data_bytes, spec.total_params, gf.source, tensors)
+        return WeightMemory(spec.name, gf.file_type, gf.tensor_data_bytes, spec.total_params, gf.source,
+                            spec=spec, file_rows=gf.tensor_types)
 
     fmt_obj = fmt if isinstance(fmt, Format) else get_format(fmt)
     if quantize_embeddings is None:
@@ -177,6 +181,31 @@ def _tensor_bytes(fmt: Format, shape: tuple[int, ...]) -> int:
     return fmt.tensor_bytes(shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    return {t.name: t.shape for t in spec.tensors}
+
+
+_READ_ALL, _READ_EXPERTS, _READ_ROW = range(3)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_rules(spec: ModelSpec) -> dict[str, tuple[int | None, int]]:
+    """name -> (block index or None, how much of it a decode step reads: all, the routed experts' share, one
+    row); once per spec, so each format only adds up bytes."""
+    out = {}
+    for t in spec.tensors:
+        role = t.role
+        if role.endswith("_exps") and spec.n_experts:
+            read = _READ_EXPERTS
+        elif role == "position_embd" or (role == "token_embd" and not spec.tie_word_embeddings):
+            read = _READ_ROW  # a lookup reads one row per token
+        else:
+            read = _READ_ALL
+        out[t.name] = (t.layer, read)
+    return out
+
+
 @dataclass(frozen=True)
 class WeightFacts:
     """A model's weight bytes in one format split the way placement and speed need them.
@@ -199,22 +228,23 @@ class WeightFacts:
 def weight_facts(spec: ModelSpec, fmt: str) -> WeightFacts:
     """``weight_memory(spec, fmt)`` summed per block, with the bytes a decode step reads (see WeightFacts)."""
     wm = weight_memory(spec, fmt)
-    tensors = {t.name: t for t in spec.tensors}
+    rules = _read_rules(spec)
     per_layer = [0] * spec.n_layers
     read = [0.0] * spec.n_layers
     nonrep = nonrep_read = 0
-    for t in wm.tensors:
-        ts = tensors[t.name]
-        if ts.role.endswith("_exps") and spec.n_experts:
-            reads = t.bytes * spec.n_experts_used / spec.n_experts
-        elif ts.role == "position_embd" or (ts.role == "token_embd" and not spec.tie_word_embeddings):
-            reads = 0  # a lookup reads one row per token
+    rows = wm.file_rows if wm.file_rows is not None else ((t.name, t.type_name, t.bytes) for t in wm.tensors)
+    for name, _, n_bytes in rows:
+        layer, how = rules[name]
+        if how is _READ_ALL:
+            reads = n_bytes
+        elif how is _READ_EXPERTS:
+            reads = n_bytes * spec.n_experts_used / spec.n_experts
         else:
-            reads = t.bytes
-        if ts.layer is None:
-            nonrep += t.bytes
+            reads = 0
+        if layer is None:
+            nonrep += n_bytes
             nonrep_read += reads
         else:
-            per_layer[ts.layer] += t.bytes
-            read[ts.layer] += reads
+            per_layer[layer] += n_bytes
+            read[layer] += reads
     return WeightFacts(wm.format, wm.total_bytes, tuple(per_layer), nonrep, tuple(read), round(nonrep_read))
