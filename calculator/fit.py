@@ -301,11 +301,19 @@ def _warnings(
     return out
 
 
-def _largest_context(spec: ModelSpec, fmt, wf, setup: GpuSetup, batch: int, o: FitOptions) -> int | None:
+def _largest_context(
+    spec: ModelSpec, fmt, wf, setup: GpuSetup, batch: int, o: FitOptions, seen: tuple[int, Layout] | None = None,
+) -> int | None:
     """Largest ``context`` (up to the engine's limit) that fits entirely on the GPU(s); 0 if none.
 
-    Everything on the devices only grows with the context (KV cells, compute buffer), so "fits" is monotone
-    and bisection is exact: about 17 placements for a 131,072-token model.
+    Everything on the devices only grows with the context (KV cells, compute buffer), so "fits" is monotone and
+    any bracket [fits, does not fit] narrowed to width 1 gives the one exact answer. Plain bisection over
+    [1, limit] takes log2(limit) placements: 41 at batch 4,096 for a 2^27-token model (limit 2^27 x 4,096).
+    When the caller's own layout ``seen`` = (context, layout) has everything on the GPU(s), the bracket starts
+    from an estimate instead: each device's headroom falls about linearly with the context, so that layout and
+    one at half its context give where the first device runs out; doubling steps find the two sides of it and
+    bisection finishes (26 placements and one layout instead of 41 for that model on 64 H100s). Every verdict
+    still comes from the engine's ``fits``; the estimate only chooses where to ask.
     """
     engine = get_engine(o.engine)
     hi = engine.context_limit(spec, batch, o)
@@ -315,11 +323,40 @@ def _largest_context(spec: ModelSpec, fmt, wf, setup: GpuSetup, batch: int, o: F
     def fits(ctx: int) -> bool:
         return engine.fits(spec, fmt, wf, setup, ctx, batch, o)
 
+    def rooms(lay: Layout) -> tuple[int | None, ...] | None:
+        """Each device's headroom, when everything is on them (None where the layout offloads)."""
+        return tuple(d.headroom_bytes for d in lay.devices) if lay.verdict is Verdict.FITS else None
+
     if fits(hi):
         return hi
     if not fits(1):
         return 0
     lo = 1  # invariant: fits(lo), not fits(hi)
+    # below ~1M tokens bisection takes at most 20 placements, no more than the estimate would leave
+    far = rooms(seen[1]) if seen is not None and 1 < seen[0] < hi and hi > 1 << 20 else None
+    # a second point at half the context (small contexts are rounded up: llama.cpp gives every sequence at
+    # least 256 cells, so context 1 is off the line)
+    near = rooms(engine.layout(spec, fmt, wf, setup, seen[0] // 2, batch, o)) if far else None
+    if near and len(near) == len(far):
+        # each device's headroom falls about linearly with the context: where the first one reaches 0
+        at, half = seen[0], seen[0] // 2
+        crossings = [at + b * (at - half) // (a - b) for a, b in zip(near, far, strict=True)
+                     if a is not None and b is not None and a > b]
+        if crossings:
+            guess = min(max(min(crossings), lo + 1), hi - 1)
+            # the bytes step where the engine rounds cells up (llama.cpp: 256 per sequence, so every ~1M
+            # tokens at batch 4,096): widen by doubling steps from 1/256 of the guess
+            step = max(256, guess >> 8)
+            if fits(guess):
+                lo = guess
+                while lo + step < hi and fits(lo + step):
+                    lo, step = lo + step, step * 2
+                hi = min(hi, lo + step)
+            else:
+                hi = guess
+                while hi - step > lo and not fits(hi - step):
+                    hi, step = hi - step, step * 2
+                lo = max(lo, hi - step)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if fits(mid):
@@ -411,7 +448,8 @@ def fit(
         gpu_layers=lay.gpu_layers,
         n_layers=spec.n_layers,
         cpu_offload_bytes=lay.offloaded_bytes,
-        max_context=_largest_context(spec, fmt, wf, setup, batch, o) if with_max_context else None,
+        max_context=(_largest_context(spec, fmt, wf, setup, batch, o, (context, lay)) if with_max_context
+                     else None),
         decode_tokens_per_s=decode,
         prefill_seconds=prefill,
         warnings=tuple(_warnings(spec, setup, context, lay.verdict, lay.offloaded_bytes, lay.why, per_seq, o)),

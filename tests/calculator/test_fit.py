@@ -311,3 +311,72 @@ def test_longer_context_never_helps(preset, fmt, a, b, gpu):
     assert long.kv_cache_bytes >= short.kv_cache_bytes and long.gpu_layers <= short.gpu_layers
     if long.fits:
         assert short.fits
+
+
+# The max-context search: the largest context that fits, whatever the estimate that started the bracket
+
+
+def _bisected(engine, spec, fmt, wf, setup, batch, o) -> int | None:
+    """Plain bisection over [1, the engine's limit] (the search before its estimate): the reference."""
+    hi = engine.context_limit(spec, batch, o)
+    if not hi:
+        return None
+    if engine.fits(spec, fmt, wf, setup, hi, batch, o):
+        return hi
+    if not engine.fits(spec, fmt, wf, setup, 1, batch, o):
+        return 0
+    lo = 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if engine.fits(spec, fmt, wf, setup, mid, batch, o) else (lo, mid)
+    return lo
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    preset=st.sampled_from(PRESETS),
+    fmt=st.sampled_from(["Q8_0", "Q4_K_M", "IQ2_XS", "int4-g128"]),
+    engine=st.sampled_from(["llama.cpp", "ollama", "vllm", "mlx", "sglang", "transformers"]),
+    gpu=st.sampled_from(["RTX 4060", "RTX 4090", "H100 SXM", "M4 Max"]),
+    count=st.sampled_from([1, 2, 8, 64]),
+    batch=st.sampled_from([1, 3, 64, 4096]),
+    kv=st.sampled_from(["f16", "q8_0", "q4_0"]),
+    context=st.integers(1, 131_072),
+)
+def test_max_context_is_the_largest_that_fits(preset, fmt, engine, gpu, count, batch, kv, context):
+    from calculator.engines.registry import get_engine
+
+    spec = load_preset(preset)
+    o = FitOptions(engine=engine, kv_type=kv)
+    setup = GpuSetup(get_gpu(gpu), count)
+    try:
+        r = fit(spec, fmt, setup, context, batch, options=o)
+    except ValueError:
+        return  # a combination the engine refuses (a format it cannot load, a Mac in a group)
+    eng = get_engine(engine)
+    wf = weight_facts(spec, fmt)
+    limit = eng.context_limit(spec, batch, o)
+    assert r.max_context == _bisected(eng, spec, fmt, wf, setup, batch, o)
+    if r.max_context:
+        assert eng.fits(spec, fmt, wf, setup, r.max_context, batch, o)
+        assert r.max_context == limit or not eng.fits(spec, fmt, wf, setup, r.max_context + 1, batch, o)
+    elif r.max_context == 0:
+        assert not eng.fits(spec, fmt, wf, setup, 1, batch, o)
+
+
+def test_max_context_of_the_largest_link_on_64_gpus():
+    """The worst Fit link (133 layers, 2^27 tokens, batch 4,096, q4_0 KV, 64 H100s): the estimate-started
+    search gives what plain bisection gives."""
+    from calculator.engines.registry import get_engine
+    from calculator.models import spec_from_config
+
+    spec = spec_from_config({"model_type": "llama", "hidden_size": 16384, "num_hidden_layers": 133,
+                             "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 128256,
+                             "intermediate_size": 53248, "max_position_embeddings": 2**27,
+                             "tie_word_embeddings": False}, name="largest link")
+    o = FitOptions(kv_type="q4_0")
+    setup = GpuSetup(get_gpu("H100 SXM"), 64)
+    r = fit(spec, "Q4_K_M", setup, 10_000_000, 4096, options=o)
+    assert r.max_context == 20_975_360
+    assert r.max_context == _bisected(get_engine("llama.cpp"), spec, "Q4_K_M", weight_facts(spec, "Q4_K_M"),
+                                      setup, 4096, o)
