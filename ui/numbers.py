@@ -36,18 +36,21 @@ class Number:
 
 
 def number_markdown(n: Number) -> str:
-    """The Markdown (inline HTML, every text escaped) of one number; styles inline, as the page CSS may
-    arrive later than the number."""
-    lines = [f'<div style="font-size:0.875rem">{html.escape(n.label)}</div>',
+    """The HTML of one number box (every text escaped; ``help`` as the box's tooltip). Styles are inline: the
+    page CSS may arrive later than the number."""
+    title = f' title="{html.escape(n.help)}"' if n.help else ""
+    parts = [f'<div style="font-size:0.875rem">{html.escape(n.label)}</div>',
              f'<div class="{NUMBER_CLASS}" style="font-size:2rem;line-height:1.3">{html.escape(n.value)}</div>']
     if n.detail:
-        lines.append(f'<div style="font-size:0.875rem;opacity:0.65">{html.escape(n.detail)}</div>')
-    return "".join(lines)
+        parts.append(f'<div style="font-size:0.875rem;opacity:0.65">{html.escape(n.detail)}</div>')
+    return (f'<div{title} style="flex:1 1 10rem;border:1px solid rgba(128,128,128,0.3);border-radius:0.5rem;'
+            f'padding:0.5rem 1rem">{"".join(parts)}</div>')
 
 
 def number_row(numbers: list[Number], key: str = HEADLINE) -> None:
-    """A row of bordered numbers in ``st.container(key=key)`` (the phone CSS puts ``HEADLINE`` two by two)."""
+    """A row of bordered numbers, one Markdown element (a flex row that wraps two by two on a phone) in
+    ``st.container(key=key)``. One element, not ``st.columns`` of boxes: nested layout blocks painted with the
+    page's lazy widgets and chart in Chromium, a top-level Markdown element with the page text."""
     with st.container(key=key):
-        for col, n in zip(st.columns(len(numbers)), numbers, strict=True):
-            with col.container(border=True):
-                st.markdown(number_markdown(n), unsafe_allow_html=True, help=n.help)
+        st.markdown('<div style="display:flex;flex-wrap:wrap;gap:0.75rem">'
+                    + "".join(number_markdown(n) for n in numbers) + "</div>", unsafe_allow_html=True)

@@ -60,8 +60,7 @@ def numbers(at: AppTest) -> dict[str, str]:
     """The headline numbers ``ui.numbers.number_row`` drew, label -> value (as the page shows them)."""
     found = {}
     for m in at.markdown:
-        hit = re.search(r'<div[^>]*>([^<]*)</div><div class="qf-number"[^>]*>([^<]*)</div>', m.value)
-        if hit:
+        for hit in re.finditer(r'<div[^>]*>([^<]*)</div><div class="qf-number"[^>]*>([^<]*)</div>', m.value):
             found[html.unescape(hit.group(1))] = html.unescape(hit.group(2))
     return found
 

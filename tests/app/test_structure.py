@@ -69,7 +69,7 @@ for page in sys.argv[1:]:
     at.run()
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
     report[page] = {"exception": [str(e.value) for e in at.exception], "metrics": len(at.metric),
-                    "numbers": sum('class="qf-number"' in m.value for m in at.markdown),
+                    "numbers": sum(m.value.count('class="qf-number"') for m in at.markdown),
                     "charts": len(at.get("plotly_chart")), "heavy": heavy[:10]}
 print(json.dumps(report))
 """
