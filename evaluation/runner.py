@@ -13,8 +13,8 @@
 5. releases the copy (``measure.release_memory``) before the next method starts.
 
 Results are cached by a key over everything they depend on (model bytes, corpus text, windows, method
-config, dtype, device, torch/transformers versions), so a re-run is instant and an interrupted sweep
-resumes where it stopped.
+config, dtype, device and, on a CPU, its ATen kernels (``cpu_kernels``), torch/transformers versions), so
+a re-run is instant and an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -109,7 +109,19 @@ def method_key(settings: dict, config: MethodConfig, options: EvaluateOptions, c
     }
     if config.runtime_engine is not None:  # the result also holds the engine's scores (schema version 3)
         parts["runtime"] = engine_key()
+    if settings.get("device") == "cpu":
+        parts["cpu_kernels"] = cpu_kernels()
     return result_key(parts)
+
+
+def cpu_kernels() -> str:
+    """The vectorised ATen kernels torch runs on this CPU (``AVX2``, ``AVX512``, ``DEFAULT``...).
+
+    bf16 logits depend on them: SmolLM2's bf16 GPL-3 PPL is 23.764 with AVX2 kernels, 23.840 with
+    ``ATEN_CPU_CAPABILITY=default`` and was 23.793 on the AVX-512 host of 2026-11-27, while fp32 stays at
+    23.762. A result cached on a CPU with other kernels is therefore measured again, not served.
+    """
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def calculator_format(config: MethodConfig, dtype: torch.dtype) -> str:

@@ -47,16 +47,31 @@ def test_smollm2_quality_ladder(smollm2_baseline):
     assert int4_g32.quality.kld_mean < 0.1 * int4.quality.kld_mean
 
 
+# bf16 GPL-3 PPL per ATen CPU kernel set (``torch.backends.cpu.get_cpu_capability()``), same code, same
+# torch 2.13.0 / transformers 5.24.0: bf16 elementwise ops and reductions round differently per vector
+# width. AVX2: measured 2026-12-02 (this AMD EPYC VM has no AVX-512); DEFAULT: the same VM with
+# ATEN_CPU_CAPABILITY=default; AVX512: pinned on 2026-11-27 (commit ea28f18) on a host whose code, on this
+# VM, gives 23.764: by elimination that host ran the AVX-512 kernels. fp32 is 23.762 on all of them.
+BF16_GPL3_PPL = {"AVX2": 23.764, "DEFAULT": 23.840, "AVX512": 23.793}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not GPL3.is_file(), reason="needs /usr/share/common-licenses/GPL-3 (Debian base-files)")
-@pytest.mark.parametrize(("dtype", "ppl"), [("bf16", 23.793), ("fp32", 23.762)])
+@pytest.mark.parametrize(("dtype", "ppl"), [("bf16", BF16_GPL3_PPL), ("fp32", 23.762)])
 def test_smollm2_gpl3_perplexity(dtype, ppl):
     """First 2048 tokens of GPL-3 in 512-token windows, as the issue measured (fp32 23.762 reproduced).
 
     The issue's bf16 figure, 23.736, comes from ``model.to(torch.bfloat16)``, which also rounds RoPE's
     ``inv_freq`` buffer to bf16; loading with ``dtype=bfloat16`` keeps that buffer in fp32 (transformers'
-    intent) and gives 23.793.
+    intent). The bf16 figure then depends on the CPU's ATen kernels (``BF16_GPL3_PPL``), not on this
+    code: ea28f18's harness gives 23.764 on an AVX2 CPU as today's does, with bit-identical weights,
+    buffers and logits.
     """
+    if isinstance(ppl, dict):
+        kernels = torch.backends.cpu.get_cpu_capability()
+        if kernels not in ppl:
+            pytest.skip(f"no bf16 figure pinned for ATen CPU kernels {kernels}")
+        ppl = ppl[kernels]
     options = EvaluateOptions(n_ctx=512, max_tokens=2048, dtype=dtype)
     baseline = scoring.prepare_baseline("smollm2-135m", str(GPL3), options)
     assert summarize(baseline.stats).ppl == pytest.approx(ppl, abs=0.002)
