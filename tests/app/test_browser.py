@@ -109,7 +109,8 @@ def test_memory_opens_with_and_without_its_path(app_url, page):
     open_and_wait(page, urljoin(f"{app_url}/quality", memory_url("gptq-3b-g128", "llama-3.1-70b")),
                   ".qf-number")
     assert page.get_by_text("Page not found").count() == 0
-    assert "gptq-3b-g128" in page.locator(".st-key-add").inner_text()
+    # The numbers paint before the widgets (ui.numbers): wait for the multiselect's chip.
+    page.locator(".st-key-add").get_by_text("gptq-3b-g128").first.wait_for(timeout=30_000)
 
 
 def test_offload_verdict_says_what_happens(app_url, page):
