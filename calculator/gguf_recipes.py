@@ -768,14 +768,20 @@ def _result(spec: ModelSpec, plan: _Plan, ft: FileType, has_imatrix: bool, types
     )
 
 
-def _replay_in_order(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
-    """llama_model_quantize_impl's loop, one tensor at a time in file order: the reference ``_replay`` is
-    checked against, and the path that raises at the tensor llama-quantize would stop at."""
+def _start(spec: ModelSpec, has_imatrix: bool) -> tuple:
+    """(plan, llama.cpp's quantize state, a tensor-type slot and a byte slot per tensor): what both replays
+    start from."""
     plan = _plan(spec)
     qs = _State(model=plan.facts, has_imatrix=has_imatrix, n_attention_wv=plan.n_attention_wv,
                 n_ffn_down=plan.facts.n_layer)
     n = len(plan.names)
-    types, sizes = [""] * n, [0] * n
+    return plan, qs, [""] * n, [0] * n
+
+
+def _replay_in_order(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
+    """llama_model_quantize_impl's loop, one tensor at a time in file order: the reference ``_replay`` is
+    checked against, and the path that raises at the tensor llama-quantize would stop at."""
+    plan, qs, types, sizes = _start(spec, has_imatrix)
     quantized_params, requires_imatrix, fallbacks = 0, False, []
     visits = sorted((e.position, g, e) for g in plan.groups for e in g.entries)
     for _, g, e in visits:
@@ -794,11 +800,7 @@ def _replay_in_order(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFi
 
 def _replay(spec: ModelSpec, ft: FileType, has_imatrix: bool) -> GGUFFile:
     """The same answer as ``_replay_in_order``, one rule call per group where the rule reads no counter."""
-    plan = _plan(spec)
-    qs = _State(model=plan.facts, has_imatrix=has_imatrix, n_attention_wv=plan.n_attention_wv,
-                n_ffn_down=plan.facts.n_layer)
-    n = len(plan.names)
-    types, sizes = [""] * n, [0] * n
+    plan, qs, types, sizes = _start(spec, has_imatrix)
     quantized_params, requires_imatrix, fallbacks = 0, False, []
     quantized_default = _is_quantized(ft.default_type)
     try:
