@@ -16,28 +16,17 @@ from streamlit.testing.v1 import AppTest
 from evaluation.plan import RESULTS_DIR
 from evaluation.results import load_results
 from tests.app.conftest import no_exception, texts
-from ui.guard import clear_caches
 from ui.quality_data import WEIGHTS_ONLY, quality_rows, runtime_floor_note
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGE = "app_pages/quality.py"
 BUNDLED = RESULTS_DIR / "smollm2-135m-shakespeare-sweep.json"
 WEIGHTS, RUNTIME = "GGUF · weights only", "GGUF · llama.cpp runtime"
 
 
 @pytest.fixture
-def page(monkeypatch, tmp_path):
+def page(run_app, monkeypatch, tmp_path):
+    """``page(**query)`` -> the app run on the Quality page (``run_app``), the engine's cache in tmp_path."""
     monkeypatch.setenv("QUANTFIT_CACHE", str(tmp_path / "cache"))
-    clear_caches()
-
-    def run(**query) -> AppTest:
-        at = AppTest.from_file(str(ROOT / PAGE), default_timeout=90)
-        for key, value in query.items():
-            at.query_params[key] = value
-        return at.run()
-
-    yield run
-    clear_caches()
+    return lambda **query: run_app("quality", **query)
 
 
 def traces(at: AppTest) -> dict[str, dict]:
